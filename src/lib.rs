@@ -1,5 +1,13 @@
 //! mupdated: a MUPDATE (RFC 3656) master for Cyrus IMAP murders.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod net;
 pub mod protocol;
+pub mod replay;
+pub mod replication;
+pub mod session;
 pub mod store;
+pub mod transcript;

@@ -1,0 +1,113 @@
+//! kill -9 while several clients ACTIVATE: after a restart every ACTIVATE
+//! that was answered OK is there.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mupdated::client::Client;
+use mupdated::protocol::Command;
+
+/// The daemon as a child process, killed by its own PID on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(config: &std::path::Path, addr: &str) -> Daemon {
+    let child = Process::new(env!("CARGO_BIN_EXE_mupdated"))
+        .arg("--config")
+        .arg(config)
+        .arg("--log")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start mupdated");
+    let d = Daemon(child);
+    for _ in 0..200 {
+        if Client::connect(addr, Duration::from_secs(1)).await.is_ok() {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("mupdated did not start on {addr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_activates_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.path().join("mupdated.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = start(&config, &addr).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let acked = acked.clone();
+        let addr = addr.clone();
+        writers.push(tokio::spawn(async move {
+            let Ok((mut c, _)) = Client::connect(&addr, Duration::from_secs(5)).await else { return };
+            if c.authenticate("mupdater", "secret").await.is_err() {
+                return;
+            }
+            for i in 0.. {
+                let name = format!("user.w{w}.m{i}");
+                let cmd = Command::Activate {
+                    name: name.clone().into_bytes(),
+                    location: b"be1!default".to_vec(),
+                    acl: b"anyone\tlrs\t".to_vec(),
+                };
+                match c.run_ok(&cmd).await {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Let the writers get going, then kill without warning.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if acked.lock().unwrap().len() > 300 {
+            break;
+        }
+    }
+    kill_9(&mut daemon);
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "writers made progress before the kill ({})", acked.len());
+
+    let _daemon = start(&config, &addr).await;
+    let (mut c, _) = Client::connect(&addr, Duration::from_secs(5)).await.unwrap();
+    c.authenticate("mupdater", "secret").await.unwrap();
+    let listed: BTreeSet<String> =
+        c.list(None).await.unwrap().iter().map(|e| String::from_utf8_lossy(e.name()).into_owned()).collect();
+    let lost: Vec<_> = acked.difference(&listed).collect();
+    assert!(lost.is_empty(), "{} acknowledged ACTIVATEs lost after kill -9, e.g. {:?}", lost.len(), lost.first());
+}
+
+/// SIGKILL by PID (std's Child::kill sends SIGKILL on Unix).
+fn kill_9(d: &mut Daemon) {
+    d.0.kill().expect("kill -9");
+    let _ = d.0.wait();
+}

@@ -1,0 +1,83 @@
+//! An in-process mupdated on a free loopback port with a fresh database.
+
+use std::net::SocketAddr;
+
+use mupdated::config::Config;
+use mupdated::net::Server;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const CONFIG: &str = r#"
+listen = ["127.0.0.1:0"]
+server_name = "mupdate.test"
+failed_login_pause = 1
+
+[[users]]
+name = "mupdater"
+password = "secret"
+role = "admin"
+
+[[users]]
+name = "be1"
+password = "be1pw"
+role = "backend"
+servers = ["be1"]
+
+[[users]]
+name = "be2"
+password = "be2pw"
+role = "backend"
+servers = ["be2"]
+
+[[users]]
+name = "fe"
+password = "fepw"
+role = "reader"
+"#;
+
+pub struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("").await
+    }
+
+    /// Start with extra top-level configuration keys prepended.
+    pub async fn start_with(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+        let mut config = Config::parse(&format!("{extra}\n{CONFIG}")).expect("test config");
+        config.data_dir = dir.path().join("data");
+        let server = Server::bind(config).await.expect("server starts");
+        let addr = server.local_addrs()[0];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestServer { addr, stop: Some(tx), task: Some(task), dir }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Graceful stop; returns the data folder for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}

@@ -1,0 +1,213 @@
+//! Logins: SASL PLAIN against the configured users, roles and identities.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use blake2::{Blake2b512, Digest};
+
+use crate::config::{Role, User};
+use crate::store::Identity;
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub role: Role,
+    /// The servers this login may assert facts about (`None`: any; an
+    /// admin's identity is unknown, as with Cyrus's shared login).
+    pub identity: Identity,
+}
+
+impl Login {
+    /// May this login change the directory?
+    pub fn may_write(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Backend)
+    }
+    /// May this login use the admin extensions?
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Why a login failed (logged, never sent: the peer only sees NO).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("malformed PLAIN response")]
+    Malformed,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("authorization identity differs and login is not an admin")]
+    NotAuthorized,
+}
+
+enum Secret {
+    Plain(Vec<u8>),
+    Hash(String),
+}
+
+struct Account {
+    role: Role,
+    servers: Vec<Vec<u8>>,
+    secret: Secret,
+}
+
+/// Checks credentials. Argon2 checks are slow by design and backends log in
+/// for every mailbox change, so a successful check is remembered (as a
+/// keyed digest of the password, never the password) until the password
+/// presented changes.
+pub struct Authenticator {
+    accounts: HashMap<String, Account>,
+    verified: Mutex<HashMap<String, [u8; 64]>>,
+}
+
+fn digest(user: &str, password: &[u8]) -> [u8; 64] {
+    let mut h = Blake2b512::new();
+    h.update(b"mupdated-login-cache\0");
+    h.update(user.as_bytes());
+    h.update([0u8]);
+    h.update(password);
+    h.finalize().into()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator {
+    pub fn new(users: &[User]) -> Self {
+        let accounts = users
+            .iter()
+            .map(|u| {
+                let secret = match (&u.password, &u.password_hash) {
+                    (_, Some(h)) => Secret::Hash(h.clone()),
+                    (Some(p), None) => Secret::Plain(p.as_bytes().to_vec()),
+                    (None, None) => Secret::Plain(Vec::new()),
+                };
+                let servers = u.servers.iter().map(|s| s.as_bytes().to_vec()).collect();
+                (u.name.clone(), Account { role: u.role, servers, secret })
+            })
+            .collect();
+        Authenticator { accounts, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// SASL mechanisms offered in the greeting.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        &["PLAIN"]
+    }
+
+    /// Check a SASL PLAIN response (`authzid NUL authcid NUL password`).
+    /// May run an argon2 verification: call from a blocking context.
+    pub fn plain(&self, response: &[u8]) -> Result<Login, AuthError> {
+        let mut parts = response.split(|b| *b == 0);
+        let (authzid, authcid, password) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(z), Some(c), Some(p), None) => (z, c, p),
+            _ => return Err(AuthError::Malformed),
+        };
+        let authcid = std::str::from_utf8(authcid).map_err(|_| AuthError::Malformed)?;
+        let authzid = std::str::from_utf8(authzid).map_err(|_| AuthError::Malformed)?;
+        let account = self.accounts.get(authcid).ok_or(AuthError::UnknownUser)?;
+        self.check_password(authcid, account, password)?;
+        // An admin may act as another configured user (as Cyrus's admins may).
+        let (user, account) = if authzid.is_empty() || authzid == authcid {
+            (authcid, account)
+        } else if account.role == Role::Admin {
+            let target = self.accounts.get(authzid).ok_or(AuthError::NotAuthorized)?;
+            (authzid, target)
+        } else {
+            return Err(AuthError::NotAuthorized);
+        };
+        let identity = match account.role {
+            Role::Backend => Identity { servers: Some(account.servers.clone()) },
+            Role::Admin | Role::Reader => Identity { servers: None },
+        };
+        Ok(Login { user: user.to_string(), role: account.role, identity })
+    }
+
+    fn check_password(&self, user: &str, account: &Account, password: &[u8]) -> Result<(), AuthError> {
+        match &account.secret {
+            Secret::Plain(p) => {
+                if constant_time_eq(p, password) {
+                    Ok(())
+                } else {
+                    Err(AuthError::WrongPassword)
+                }
+            }
+            Secret::Hash(h) => {
+                let d = digest(user, password);
+                if let Ok(cache) = self.verified.lock() {
+                    if cache.get(user).is_some_and(|c| constant_time_eq(c, &d)) {
+                        return Ok(());
+                    }
+                }
+                let parsed = PasswordHash::new(h).map_err(|_| AuthError::WrongPassword)?;
+                Argon2::default().verify_password(password, &parsed).map_err(|_| AuthError::WrongPassword)?;
+                if let Ok(mut cache) = self.verified.lock() {
+                    cache.insert(user.to_string(), d);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// True when checking this login may be slow (an uncached argon2 hash).
+    pub fn is_slow(&self) -> bool {
+        self.accounts.values().any(|a| matches!(a.secret, Secret::Hash(_)))
+    }
+}
+
+/// Make a PHC string (argon2id, random salt) for `password_hash`.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Vec<User> {
+        vec![
+            User { name: "admin".into(), password: Some("pw".into()), password_hash: None, role: Role::Admin, servers: vec![] },
+            User {
+                name: "be1".into(),
+                password: None,
+                password_hash: Some(hash_password("secret").unwrap()),
+                role: Role::Backend,
+                servers: vec!["be1".into()],
+            },
+            User { name: "fe".into(), password: Some("r".into()), password_hash: None, role: Role::Reader, servers: vec![] },
+        ]
+    }
+
+    #[test]
+    fn plain_logins() {
+        let a = Authenticator::new(&users());
+        let l = a.plain(b"\0admin\0pw").unwrap();
+        assert_eq!((l.user.as_str(), l.role, l.identity.servers.clone()), ("admin", Role::Admin, None));
+        assert!(l.may_write() && l.is_admin());
+        assert_eq!(a.plain(b"admin\0admin\0pw").unwrap().user, "admin");
+        assert_eq!(a.plain(b"\0admin\0pW"), Err(AuthError::WrongPassword));
+        assert_eq!(a.plain(b"\0nobody\0pw"), Err(AuthError::UnknownUser));
+        assert_eq!(a.plain(b"admin\0pw"), Err(AuthError::Malformed));
+        let b = a.plain(b"\0be1\0secret").unwrap();
+        assert_eq!(b.identity.servers, Some(vec![b"be1".to_vec()]));
+        // Cached the second time, still checked.
+        assert!(a.plain(b"\0be1\0secret").is_ok());
+        assert_eq!(a.plain(b"\0be1\0secreT"), Err(AuthError::WrongPassword));
+        let r = a.plain(b"\0fe\0r").unwrap();
+        assert!(!r.may_write() && !r.is_admin());
+        // Only admins may act as someone else.
+        assert_eq!(a.plain(b"admin\0fe\0r"), Err(AuthError::NotAuthorized));
+        assert_eq!(a.plain(b"fe\0admin\0pw").unwrap().user, "fe");
+    }
+}

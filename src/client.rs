@@ -1,0 +1,193 @@
+//! A MUPDATE client for the tools (mupdatectl, bench, replay) and tests.
+//! Talks to any MUPDATE server, Cyrus's included.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Response, Status};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("timed out waiting for the server")]
+    Timeout,
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("{status:?} \"{text}\"")]
+    Refused { status: Status, text: String },
+}
+
+/// The greeting: capability lines, then the `* OK MUPDATE` line.
+#[derive(Debug, Clone, Default)]
+pub struct Greeting {
+    pub capabilities: Vec<(String, String)>,
+    pub server_name: String,
+    pub implementation: String,
+    pub version: String,
+}
+
+impl Greeting {
+    pub fn has(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+}
+
+pub struct Client {
+    stream: TcpStream,
+    input: BytesMut,
+    framer: Framer,
+    next_tag: u64,
+    timeout: Duration,
+    /// Send string arguments as `{n+}` literals, as Cyrus clients do.
+    pub literal_plus: bool,
+}
+
+impl Client {
+    /// Connect and read the greeting.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<(Client, Greeting), ClientError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let _ = stream.set_nodelay(true);
+        let limits = Limits { max_line: 1 << 20, max_literal: 64 << 20, max_message: 64 << 20 };
+        let mut c = Client {
+            stream,
+            input: BytesMut::with_capacity(16 * 1024),
+            framer: Framer::new(limits),
+            next_tag: 1,
+            timeout,
+            literal_plus: true,
+        };
+        let mut greeting = Greeting::default();
+        loop {
+            match c.read_response().await? {
+                Response::Capability { name, params } => greeting
+                    .capabilities
+                    .push((String::from_utf8_lossy(&name).into(), String::from_utf8_lossy(&params).into())),
+                Response::Greeting { server_name, implementation, version } => {
+                    greeting.server_name = String::from_utf8_lossy(&server_name).into();
+                    greeting.implementation = String::from_utf8_lossy(&implementation).into();
+                    greeting.version = String::from_utf8_lossy(&version).into();
+                    return Ok((c, greeting));
+                }
+                Response::Bye { text } => {
+                    return Err(ClientError::Refused { status: Status::No, text: String::from_utf8_lossy(&text).into() })
+                }
+                other => return Err(ClientError::Protocol(format!("unexpected in greeting: {other:?}"))),
+            }
+        }
+    }
+
+    /// Read one server message.
+    pub async fn read_response(&mut self) -> Result<Response, ClientError> {
+        loop {
+            if !self.input.is_empty() {
+                match self.framer.decode(&self.input).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                    Decoded::Message(n) => {
+                        let msg = self.input.split_to(n);
+                        return parse::parse_response(&msg).map_err(|e| ClientError::Protocol(e.to_string()));
+                    }
+                    Decoded::NeedMore { .. } => {}
+                }
+            }
+            let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.input))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Send raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await.map_err(|_| ClientError::Timeout)??;
+        Ok(())
+    }
+
+    fn tag(&mut self) -> Vec<u8> {
+        let t = format!("T{}", self.next_tag);
+        self.next_tag += 1;
+        t.into_bytes()
+    }
+
+    /// Send a command with a fresh tag; return the tag.
+    pub async fn send(&mut self, cmd: &Command) -> Result<Vec<u8>, ClientError> {
+        let tag = self.tag();
+        let mut out = Vec::new();
+        encode::command(&tag, cmd, self.literal_plus, &mut out);
+        self.send_raw(&out).await?;
+        Ok(tag)
+    }
+
+    /// Run a command: the untagged/data lines, then its completion.
+    /// Any OK/NO/BAD ends it, as in Cyrus's client.
+    pub async fn run(&mut self, cmd: &Command) -> Result<(Vec<Response>, Status, String), ClientError> {
+        self.send(cmd).await?;
+        let mut data = Vec::new();
+        loop {
+            match self.read_response().await? {
+                Response::Tagged { status, text, .. } => return Ok((data, status, String::from_utf8_lossy(&text).into())),
+                Response::Bye { text } => {
+                    return Err(ClientError::Refused { status: Status::No, text: String::from_utf8_lossy(&text).into() })
+                }
+                other => data.push(other),
+            }
+        }
+    }
+
+    /// Run a command that must end in OK.
+    pub async fn run_ok(&mut self, cmd: &Command) -> Result<Vec<Response>, ClientError> {
+        let (data, status, text) = self.run(cmd).await?;
+        if status != Status::Ok {
+            return Err(ClientError::Refused { status, text });
+        }
+        Ok(data)
+    }
+
+    /// AUTHENTICATE "PLAIN" with an initial response, as Cyrus does.
+    pub async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        let response = format!("{user}\0{user}\0{password}").into_bytes();
+        self.run_ok(&Command::Authenticate { mechanism: b"PLAIN".to_vec(), initial_response: Some(response) }).await?;
+        Ok(())
+    }
+
+    /// FIND: the entry, if any.
+    pub async fn find(&mut self, name: &[u8]) -> Result<Option<Entry>, ClientError> {
+        let data = self.run_ok(&Command::Find { name: name.to_vec() }).await?;
+        Ok(data.into_iter().find_map(|r| match r {
+            Response::Entry { entry, .. } => Some(entry),
+            _ => None,
+        }))
+    }
+
+    /// LIST [prefix]: every entry, in server order.
+    pub async fn list(&mut self, prefix: Option<&[u8]>) -> Result<Vec<Entry>, ClientError> {
+        let data = self.run_ok(&Command::List { prefix: prefix.map(|p| p.to_vec()) }).await?;
+        Ok(data
+            .into_iter()
+            .filter_map(|r| match r {
+                Response::Entry { entry, .. } => Some(entry),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// LOGOUT, best effort.
+    pub async fn logout(mut self) {
+        let _ = self.run(&Command::Logout).await;
+    }
+}
+
+/// base64 of a SASL PLAIN response (for raw transcripts).
+pub fn plain_base64(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}\0{user}\0{password}"))
+}

@@ -1,0 +1,274 @@
+//! Play the client side of a transcript against a server and compare the
+//! server's answers with the recorded ones.
+//!
+//! Two ways to compare: `Exact` (byte for byte; `{{version}}` in an
+//! expectation stands for the server's version) and `Normalized`, which
+//! compares message by message after removing only documented, harmless
+//! differences (docs/compatibility.md): the form of a string (quoted,
+//! `{n}` or `{n+}` literal), the greeting's server name, implementation and
+//! version, and the optional capability lines `COMPRESS`, `STARTTLS` and
+//! `X-MUPDATED-ADMIN`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{encode, parse, Decoded, Framer, Limits, Response};
+use crate::transcript::{escape, Step};
+
+/// How answers are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Exact,
+    Normalized,
+}
+
+/// One difference between what was expected and what came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// Index of the transcript step.
+    pub step: usize,
+    pub conn: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub steps: usize,
+    pub differences: Vec<Difference>,
+}
+
+impl Report {
+    pub fn matched(&self) -> bool {
+        self.differences.is_empty()
+    }
+
+    /// A readable diff, `-` expected, `+` actual.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for d in &self.differences {
+            s.push_str(&format!("step {} on @{}:\n", d.step + 1, d.conn));
+            for l in d.expected.lines() {
+                s.push_str(&format!("- {l}\n"));
+            }
+            for l in d.actual.lines() {
+                s.push_str(&format!("+ {l}\n"));
+            }
+        }
+        s
+    }
+}
+
+struct Peer {
+    stream: TcpStream,
+    input: Vec<u8>,
+    eof: bool,
+}
+
+/// Capabilities that may differ between two correct servers.
+const OPTIONAL_CAPABILITIES: &[&[u8]] = &[b"COMPRESS", b"STARTTLS", b"X-MUPDATED-ADMIN"];
+
+/// Split server bytes into messages; a trailing partial message is kept whole.
+fn split_messages(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut out = Vec::new();
+    let mut framer = Framer::new(Limits { max_line: usize::MAX / 4, max_literal: usize::MAX / 4, max_message: usize::MAX / 4 });
+    let mut at = 0;
+    while at < bytes.len() {
+        match framer.decode(&bytes[at..]) {
+            Ok(Decoded::Message(n)) => {
+                out.push(bytes[at..at + n].to_vec());
+                at += n;
+            }
+            _ => break,
+        }
+    }
+    (out, at)
+}
+
+/// The normalized form of one server message, or None when it is dropped.
+fn normalize(msg: &[u8]) -> Option<String> {
+    match parse::parse_response(msg) {
+        Ok(Response::Capability { name, .. })
+            if OPTIONAL_CAPABILITIES.iter().any(|c| c.eq_ignore_ascii_case(&name)) =>
+        {
+            None
+        }
+        Ok(Response::Capability { name, params }) => {
+            // `* AUTH "PLAIN"` and `* AUTH PLAIN` are the same offer.
+            let params: Vec<u8> = params.into_iter().filter(|b| *b != b'"').collect();
+            Some(format!("* {} {}", String::from_utf8_lossy(&name).to_ascii_uppercase(), escape(&params)))
+        }
+        Ok(Response::Greeting { .. }) => Some("* OK MUPDATE <server> <implementation> <version> \"(master)\"".into()),
+        Ok(r) => {
+            let mut out = Vec::new();
+            encode::response(&r, &mut out);
+            Some(escape(&out))
+        }
+        Err(_) => Some(format!("(unparsable) {}", escape(msg))),
+    }
+}
+
+fn normalized(bytes: &[u8]) -> Vec<String> {
+    let (msgs, used) = split_messages(bytes);
+    let mut v: Vec<String> = msgs.iter().filter_map(|m| normalize(m)).collect();
+    if used < bytes.len() {
+        v.push(format!("(partial) {}", escape(&bytes[used..])));
+    }
+    v
+}
+
+/// Play `steps` against `addr`. `wait` bounds each wait for an answer.
+pub async fn play(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: Duration) -> Report {
+    let mut peers: HashMap<String, Peer> = HashMap::new();
+    let mut report = Report { steps: steps.len(), differences: Vec::new() };
+    for (i, step) in steps.iter().enumerate() {
+        let conn = match step {
+            Step::Send { conn, .. } | Step::Expect { conn, .. } | Step::Close { conn } | Step::Eof { conn } => conn.clone(),
+            Step::Sleep { millis } => {
+                tokio::time::sleep(Duration::from_millis(*millis)).await;
+                continue;
+            }
+        };
+        if !peers.contains_key(&conn) {
+            if matches!(step, Step::Close { .. }) {
+                continue;
+            }
+            match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    peers.insert(conn.clone(), Peer { stream, input: Vec::new(), eof: false });
+                }
+                other => {
+                    let err = match other {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timeout".into(),
+                    };
+                    report.differences.push(Difference { step: i, conn, expected: "a connection".into(), actual: err });
+                    return report;
+                }
+            }
+        }
+        let Some(peer) = peers.get_mut(&conn) else { continue };
+        match step {
+            Step::Send { bytes, .. } => {
+                if let Err(e) = peer.stream.write_all(bytes).await {
+                    // A server may close early (limits); later Expect/Eof steps judge it.
+                    peer.eof = true;
+                    tracing::debug!(error = %e, "write failed");
+                }
+            }
+            Step::Close { .. } => {
+                peers.remove(&conn);
+            }
+            Step::Expect { bytes, .. } => {
+                let expected = String::from_utf8_lossy(bytes).replace("{{version}}", version).into_bytes();
+                let d = match mode {
+                    Mode::Exact => expect_exact(peer, &expected, wait).await,
+                    Mode::Normalized => expect_normalized(peer, &expected, wait).await,
+                };
+                if let Some((e, a)) = d {
+                    report.differences.push(Difference { step: i, conn, expected: e, actual: a });
+                }
+            }
+            Step::Eof { .. } => {
+                let deadline = tokio::time::Instant::now() + wait;
+                while !peer.eof {
+                    if !read_some(peer, deadline).await {
+                        break;
+                    }
+                }
+                if !peer.eof || !peer.input.is_empty() {
+                    let actual = if peer.input.is_empty() {
+                        "(connection still open)".to_string()
+                    } else {
+                        escape(&std::mem::take(&mut peer.input))
+                    };
+                    report.differences.push(Difference { step: i, conn, expected: "(server closes)".into(), actual });
+                }
+            }
+            Step::Sleep { .. } => {}
+        }
+    }
+    report
+}
+
+/// Read what is available until `deadline`; false on timeout.
+async fn read_some(peer: &mut Peer, deadline: tokio::time::Instant) -> bool {
+    let mut buf = [0u8; 16384];
+    match tokio::time::timeout_at(deadline, peer.stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {
+            peer.eof = true;
+            true
+        }
+        Ok(Ok(n)) => {
+            peer.input.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+async fn expect_exact(peer: &mut Peer, expected: &[u8], wait: Duration) -> Option<(String, String)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while peer.input.len() < expected.len() && !peer.eof {
+        if !read_some(peer, deadline).await {
+            break;
+        }
+    }
+    let n = expected.len().min(peer.input.len());
+    let got: Vec<u8> = peer.input.drain(..n).collect();
+    if got == expected {
+        None
+    } else {
+        Some((escape_lines(expected), escape_lines(&got)))
+    }
+}
+
+async fn expect_normalized(peer: &mut Peer, expected: &[u8], wait: Duration) -> Option<(String, String)> {
+    let want = normalized(expected);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (msgs, _) = split_messages(&peer.input);
+        let have = msgs.iter().filter(|m| normalize(m).is_some()).count();
+        if have >= want.len() || peer.eof {
+            break;
+        }
+        if !read_some(peer, deadline).await {
+            break;
+        }
+    }
+    // Take just enough whole messages to match the expectation's count.
+    let (msgs, _) = split_messages(&peer.input);
+    let mut taken = 0;
+    let mut got = Vec::new();
+    for m in &msgs {
+        if got.len() == want.len() {
+            break;
+        }
+        taken += m.len();
+        if let Some(n) = normalize(m) {
+            got.push(n);
+        }
+    }
+    if got.len() < want.len() && taken == peer.input.len() && !peer.input.is_empty() {
+        // nothing partial to add
+    } else if got.len() < want.len() && taken < peer.input.len() {
+        got.push(format!("(partial) {}", escape(&peer.input[taken..])));
+        taken = peer.input.len();
+    }
+    peer.input.drain(..taken);
+    if got == want {
+        None
+    } else {
+        Some((want.join("\n"), got.join("\n")))
+    }
+}
+
+fn escape_lines(bytes: &[u8]) -> String {
+    let s = escape(bytes);
+    s.replace("\\n", "\\n\n").trim_end().to_string()
+}
