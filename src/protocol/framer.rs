@@ -197,15 +197,14 @@ fn literal_announcement(content: &[u8]) -> Option<Option<(usize, bool)>> {
         Some(rest) => (rest, false),
         None => (rest, true),
     };
-    let digits_start =
-        rest.iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
+    let digits_start = rest.iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
     let digits = &rest[digits_start..];
     if digits.is_empty() || rest[..digits_start].last() != Some(&b'{') {
         return None;
     }
-    let n = digits.iter().try_fold(0usize, |n, &d| {
-        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-    });
+    let n = digits
+        .iter()
+        .try_fold(0usize, |n, &d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')));
     Some(n.map(|n| (n, synchronising)))
 }
 
@@ -215,7 +214,7 @@ mod tests {
 
     /// Decode until a message, an error, or a plain NeedMore; count the
     /// go-aheads seen on the way.
-    fn run(f: &mut Framer, buf: &[u8]) -> (usize, Result<Option<usize>, FrameError>) {
+    fn run(f: &mut Framer, buf: &[u8]) -> Outcome {
         let mut go_aheads = 0;
         for _ in 0..=buf.len() + 1 {
             match f.decode(buf) {
@@ -230,8 +229,15 @@ mod tests {
 
     const SMALL: Limits = Limits { max_line: 40, max_literal: 30, max_message: 80 };
 
+    /// What [`run`] reports: go-aheads seen, then a message length, a wait
+    /// for more (None) or an error.
+    type Outcome = (usize, Result<Option<usize>, FrameError>);
+
+    /// One case: input, limits, expected go-aheads and result.
+    type Case = (&'static [u8], Limits, usize, Result<Option<usize>, FrameError>);
+
     /// (input, limits, expected go-aheads, expected outcome)
-    fn table() -> Vec<(&'static [u8], Limits, usize, Result<Option<usize>, FrameError>)> {
+    fn table() -> Vec<Case> {
         let d = Limits::default();
         vec![
             (b"", d, 0, Ok(None)),
@@ -314,7 +320,12 @@ mod tests {
     fn table_split_at_every_offset() {
         for (input, limits, go_aheads, outcome) in table() {
             let mut whole = Framer::new(limits);
-            assert_eq!(run(&mut whole, input), (go_aheads, outcome.clone()), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                run(&mut whole, input),
+                (go_aheads, outcome.clone()),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
             for k in 0..=input.len() {
                 let mut f = Framer::new(limits);
                 let (g1, r1) = run(&mut f, &input[..k]);
@@ -325,7 +336,12 @@ mod tests {
                     }
                     done => (g1, done),
                 };
-                assert_eq!((g, r), (go_aheads, outcome.clone()), "{:?} split at {k}", String::from_utf8_lossy(input));
+                assert_eq!(
+                    (g, r),
+                    (go_aheads, outcome.clone()),
+                    "{:?} split at {k}",
+                    String::from_utf8_lossy(input)
+                );
             }
         }
     }
