@@ -79,6 +79,10 @@ pub enum ArgError {
     Extra,
     /// `Badly formed arguments` (an empty UPDATE host)
     BadlyFormed,
+    /// AUTHENTICATE's initial response is neither `=` nor base64. Not a BAD
+    /// in Cyrus: `saslserver` fails to decode it and `cmd_authenticate`
+    /// answers `NO` with the SASL error, like any failed authentication.
+    NotBase64,
 }
 
 /// One command line as the session sees it. The session decides the answer
