@@ -50,3 +50,4 @@ transcripts!(
 
 mod robustness;
 mod durability;
+mod fuzz_smoke;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod fuzzing;
 pub mod net;
 pub mod protocol;
 pub mod replay;

@@ -65,12 +65,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     /// Send `+ go ahead` if a synchronising literal is waiting for it.
-    pub async fn answer_literal(&mut self) -> Result<(), ConnError> {
+    /// Returns true when it did: the caller must then look for a whole
+    /// message again before reading (the literal may be buffered already).
+    pub async fn answer_literal(&mut self) -> Result<bool, ConnError> {
         if std::mem::take(&mut self.go_ahead_pending) {
             self.send(&Response::GoAhead).await?;
             self.flush().await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Read more bytes; `Ok(false)` at end of stream. Cancel-safe.

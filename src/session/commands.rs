@@ -9,6 +9,8 @@ use crate::store::{Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
 const INTERNAL_ERROR: &str = "internal error, see the server log";
+/// A SASL response that is not base64.
+const INVALID_SASL: &str = "invalid SASL response";
 /// A name, location or ACL holding a NUL byte cannot be a Cyrus string.
 const NUL_IN_ARGUMENT: &str = "NUL byte in argument";
 
@@ -17,6 +19,7 @@ fn arg_error_text(e: ArgError) -> &'static str {
         ArgError::Missing => cyrus::MISSING_ARGS,
         ArgError::Extra => cyrus::EXTRA_ARGS,
         ArgError::BadlyFormed => cyrus::BADLY_FORMED,
+        ArgError::NotBase64 => INVALID_SASL,
     }
 }
 
@@ -51,6 +54,8 @@ impl Session {
             Verb::Authenticate => {
                 let cmd = match args {
                     Ok(c) => c,
+                    // Cyrus answers NO when SASL cannot decode the response.
+                    Err(ArgError::NotBase64) => return self.no(&tag, INVALID_SASL).await,
                     Err(e) => return self.bad(&tag, arg_error_text(e)).await,
                 };
                 if self.login.is_some() {
@@ -249,7 +254,7 @@ impl Session {
         let data = match answer {
             AuthAnswer::Data(d) => d,
             AuthAnswer::Cancel => return self.no(&tag, "client canceled authentication").await,
-            AuthAnswer::Invalid => return self.no(&tag, "invalid SASL response").await,
+            AuthAnswer::Invalid => return self.no(&tag, INVALID_SASL).await,
         };
         let shared = self.shared.clone();
         let result = if shared.auth.is_slow() {

@@ -146,7 +146,9 @@ impl Session {
                 }
             }
             self.conn.flush().await?;
-            self.conn.answer_literal().await?;
+            if self.conn.answer_literal().await? {
+                continue;
+            }
             if *self.stop.borrow() {
                 self.conn.close_with(Some(&Response::Bye { text: b"server shutting down".to_vec() })).await;
                 return Ok(());

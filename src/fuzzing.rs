@@ -1,0 +1,68 @@
+//! Bodies of the fuzz targets (fuzz/, cargo-fuzz) so that the same checks
+//! run on stable in the test suite (protocol-tests/fuzz_smoke.rs).
+
+use crate::protocol::{encode, parse, Decoded, Framer, Limits};
+
+const LIMITS: Limits = Limits { max_line: 4096, max_literal: 65536, max_message: 65536 };
+
+/// Frame `data` fed whole and fed in two pieces split at `split`: the same
+/// messages must come out, and each must parse without panicking.
+pub fn framer(data: &[u8], split: usize) {
+    let whole = frame_all(&[data]);
+    let at = if data.is_empty() { 0 } else { split % (data.len() + 1) };
+    let pieces = frame_all(&[&data[..at], &data[at..]]);
+    assert_eq!(whole, pieces, "framing depends on how the bytes arrive");
+    for m in whole.0 {
+        let _ = parse::parse_line(&m);
+        let _ = parse::parse_response(&m);
+        let _ = parse::parse_auth_answer(&m);
+    }
+}
+
+type Framed = (Vec<Vec<u8>>, Option<String>);
+
+fn frame_all(chunks: &[&[u8]]) -> Framed {
+    let mut framer = Framer::new(LIMITS);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match framer.decode(&buf) {
+                Ok(Decoded::Message(n)) => {
+                    assert!(n > 0 && n <= buf.len(), "message length within the buffer");
+                    out.push(buf.drain(..n).collect());
+                }
+                Ok(Decoded::NeedMore { .. }) => break,
+                Err(e) => return (out, Some(e.to_string())),
+            }
+            if buf.is_empty() {
+                break;
+            }
+        }
+    }
+    (out, None)
+}
+
+/// Any bytes as a server command: parse never panics, and a parsed
+/// command encodes to bytes that frame and parse to the same command.
+pub fn command_round_trip(data: &[u8]) {
+    if let crate::protocol::Line::Command { tag, args: Ok(cmd), .. } = parse::parse_line(data) {
+        if tag.is_empty() || tag.iter().any(|b| b.is_ascii_whitespace() || b"()\"{".contains(b)) {
+            return;
+        }
+        for literal_plus in [true, false] {
+            let mut out = Vec::new();
+            encode::command(&tag, &cmd, literal_plus, &mut out);
+            let mut framer = Framer::new(Limits { max_line: 1 << 20, max_literal: 1 << 20, max_message: 1 << 22 });
+            let Ok(Decoded::Message(n)) = framer.decode(&out) else {
+                panic!("encoded command does not frame: {:?}", String::from_utf8_lossy(&out))
+            };
+            assert_eq!(n, out.len());
+            match parse::parse_line(&out) {
+                crate::protocol::Line::Command { args: Ok(again), .. } => assert_eq!(again, cmd),
+                other => panic!("re-parse gave {other:?}"),
+            }
+        }
+    }
+}
