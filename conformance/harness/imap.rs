@@ -77,7 +77,8 @@ impl Imap {
     /// `CREATE name` or `CREATE name server!partition` (the Cyrus murder form).
     pub fn create(&mut self, name: &str, location: Option<&str>) -> ImapReply {
         match location {
-            Some(loc) => self.command(&format!("CREATE {} {}", quoted(name), quoted(loc))),
+            // Cyrus reads the location as an atom: a quoted one is "extra arguments".
+            Some(loc) => self.command(&format!("CREATE {} {loc}", quoted(name))),
             None => self.command(&format!("CREATE {}", quoted(name))),
         }
     }
