@@ -48,7 +48,8 @@ fn find(mu: &mut Mupdate, name: &str) -> Option<Entry> {
 
 #[track_caller]
 fn list(mu: &mut Mupdate, prefix: Option<&str>) -> Vec<Entry> {
-    mu.list(prefix).unwrap_or_else(|e| panic!("LIST {prefix:?}: {e}"))
+    mu.list(prefix)
+        .unwrap_or_else(|e| panic!("LIST {prefix:?}: {e}"))
 }
 
 /// LIST `"<servername>!"`: what the master holds for one backend.
@@ -84,12 +85,18 @@ fn apply_backend_changes(m: &Murder) {
 
     // CREATE: RESERVE + ACTIVATE with the owner's ACL.
     imap1.create(&alice, None).assert_ok();
-    assert_eq!(find(&mut mu, &alice), Some(Entry::mailbox(&alice, &on_b1, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &alice),
+        Some(Entry::mailbox(&alice, &on_b1, &alice_acl))
+    );
 
     // A sub-folder.
     let sent = format!("{alice}.Sent");
     imap1.create(&sent, None).assert_ok();
-    assert_eq!(find(&mut mu, &sent), Some(Entry::mailbox(&sent, &on_b1, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &sent),
+        Some(Entry::mailbox(&sent, &on_b1, &alice_acl))
+    );
 
     // A mailbox on the second backend.
     let carol = m.user("carol");
@@ -100,15 +107,24 @@ fn apply_backend_changes(m: &Murder) {
     // A name another backend holds: the master refuses the RESERVE, the
     // backend refuses the CREATE, nothing changes.
     imap2.create(&alice, None).assert_no();
-    assert_eq!(find(&mut mu, &alice), Some(Entry::mailbox(&alice, &on_b1, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &alice),
+        Some(Entry::mailbox(&alice, &on_b1, &alice_acl))
+    );
 
     // SETACL / DELETEACL: one ACTIVATE with the whole new ACL.
     let bob = m.uid("bob");
     imap1.setacl(&sent, &bob, "lrs").assert_ok();
     let with_bob = format!("{alice_acl}{bob}\tlrs\t");
-    assert_eq!(find(&mut mu, &sent), Some(Entry::mailbox(&sent, &on_b1, &with_bob)));
+    assert_eq!(
+        find(&mut mu, &sent),
+        Some(Entry::mailbox(&sent, &on_b1, &with_bob))
+    );
     imap1.deleteacl(&sent, &bob).assert_ok();
-    assert_eq!(find(&mut mu, &sent), Some(Entry::mailbox(&sent, &on_b1, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &sent),
+        Some(Entry::mailbox(&sent, &on_b1, &alice_acl))
+    );
 
     // RENAME of a subtree: per mailbox DELETE old, RESERVE + ACTIVATE new.
     // Cyrus 3.6.1 sends the new location with an empty partition
@@ -121,16 +137,25 @@ fn apply_backend_changes(m: &Murder) {
     let renamed_loc = b1.location("");
     assert_eq!(find(&mut mu, &projects), None);
     assert_eq!(find(&mut mu, &format!("{projects}.2024")), None);
-    assert_eq!(find(&mut mu, &work), Some(Entry::mailbox(&work, &renamed_loc, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &work),
+        Some(Entry::mailbox(&work, &renamed_loc, &alice_acl))
+    );
     let work2024 = format!("{work}.2024");
-    assert_eq!(find(&mut mu, &work2024), Some(Entry::mailbox(&work2024, &renamed_loc, &alice_acl)));
+    assert_eq!(
+        find(&mut mu, &work2024),
+        Some(Entry::mailbox(&work2024, &renamed_loc, &alice_acl))
+    );
 
     // DELETE (delete_mode: delayed): admins need the x right first; the
     // mailbox then moves to DELETED.<name>.<hex time>. SETACL sends the real
     // partition again.
     imap1.setacl(&work2024, "admin", "x").assert_ok();
     let with_admin = format!("{alice_acl}admin\txc\t");
-    assert_eq!(find(&mut mu, &work2024), Some(Entry::mailbox(&work2024, &on_b1, &with_admin)));
+    assert_eq!(
+        find(&mut mu, &work2024),
+        Some(Entry::mailbox(&work2024, &on_b1, &with_admin))
+    );
     imap1.delete(&work2024).assert_ok();
     assert_eq!(find(&mut mu, &work2024), None);
 
@@ -141,13 +166,26 @@ fn apply_backend_changes(m: &Murder) {
     let tombstone = &listed[0];
     assert!(
         tombstone.name.starts_with(&deleted_prefix)
-            && tombstone.name[deleted_prefix.len()..].chars().all(|c| c.is_ascii_hexdigit()),
+            && tombstone.name[deleted_prefix.len()..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
         "expected {deleted_prefix}<hex> first: {listed:#?}"
     );
-    assert_eq!(tombstone, &Entry::mailbox(&tombstone.name, &renamed_loc, &with_admin));
-    assert_eq!(names(&listed[1..]), vec![alice.as_str(), sent.as_str(), work.as_str()]);
+    assert_eq!(
+        tombstone,
+        &Entry::mailbox(&tombstone.name, &renamed_loc, &with_admin)
+    );
+    assert_eq!(
+        names(&listed[1..]),
+        vec![alice.as_str(), sent.as_str(), work.as_str()]
+    );
     for e in &listed {
-        assert_eq!(find(&mut mu, &e.name).as_ref(), Some(e), "FIND {} disagrees with LIST", e.name);
+        assert_eq!(
+            find(&mut mu, &e.name).as_ref(),
+            Some(e),
+            "FIND {} disagrees with LIST",
+            e.name
+        );
     }
     assert_eq!(list_server(&mut mu, b2), vec![carol_entry]);
     imap1.logout();
@@ -177,9 +215,17 @@ fn ctl_mboxlist_clean(kind: MasterKind) {
             .map(|e| format!("Force Activate: {}\n", e.name))
             .collect();
         let dry = b.ctl_mboxlist(&["-m", "-w"]);
-        assert!(dry.success() && dry.stderr.is_empty(), "ctl_mboxlist -m -w on {}: {dry:?}", b.name);
+        assert!(
+            dry.success() && dry.stderr.is_empty(),
+            "ctl_mboxlist -m -w on {}: {dry:?}",
+            b.name
+        );
         assert_eq!(dry.stdout, expected, "ctl_mboxlist -m -w on {}", b.name);
-        assert_eq!(&list_server(&mut mu, b), listed, "a dry run changed the master");
+        assert_eq!(
+            &list_server(&mut mu, b),
+            listed,
+            "a dry run changed the master"
+        );
     }
     let repaired: Vec<Vec<Entry>> = before
         .iter()
@@ -209,32 +255,54 @@ fn ctl_mboxlist_clean(kind: MasterKind) {
             );
         }
         let now: Vec<Vec<Entry>> = m.backends.iter().map(|b| list_server(&mut mu, b)).collect();
-        assert_eq!(now, repaired, "master after ctl_mboxlist -m (round {round})");
+        assert_eq!(
+            now, repaired,
+            "master after ctl_mboxlist -m (round {round})"
+        );
     }
     for b in &m.backends {
         let dry = b.ctl_mboxlist(&["-m", "-w"]);
-        assert!(dry.success() && dry.stdout.is_empty() && dry.stderr.is_empty(), "ctl_mboxlist -m -w on {}: {dry:?}", b.name);
+        assert!(
+            dry.success() && dry.stdout.is_empty() && dry.stderr.is_empty(),
+            "ctl_mboxlist -m -w on {}: {dry:?}",
+            b.name
+        );
     }
 
     // Drift in both directions: a stale entry the backend does not have,
     // and a mailbox the master lost. The dry run reports, changes nothing.
     let (b1, b2) = (m.backend(0), m.backend(1));
     let ghost = m.user("ghost");
-    mu.activate(&ghost, &b1.location("default"), &owner_acl(&m.uid("ghost"))).expect("ACTIVATE ghost");
+    mu.activate(&ghost, &b1.location("default"), &owner_acl(&m.uid("ghost")))
+        .expect("ACTIVATE ghost");
     let carol = m.user("carol");
     let carol_entry = find(&mut mu, &carol).expect("carol on the master");
     mu.delete(&carol).expect("DELETE carol");
 
     let dry = b1.ctl_mboxlist(&["-m", "-w"]);
-    assert!(dry.success() && dry.stdout.contains(&ghost), "ctl_mboxlist -m -w should report {ghost}: {dry:?}");
-    assert!(find(&mut mu, &ghost).is_some(), "a dry run changed the master");
+    assert!(
+        dry.success() && dry.stdout.contains(&ghost),
+        "ctl_mboxlist -m -w should report {ghost}: {dry:?}"
+    );
+    assert!(
+        find(&mut mu, &ghost).is_some(),
+        "a dry run changed the master"
+    );
 
     let push = b1.ctl_mboxlist(&["-m"]);
     assert!(push.success(), "ctl_mboxlist -m on b1: {push:?}");
-    assert_eq!(find(&mut mu, &ghost), None, "ctl_mboxlist -m did not remove the stale entry");
+    assert_eq!(
+        find(&mut mu, &ghost),
+        None,
+        "ctl_mboxlist -m did not remove the stale entry"
+    );
     let push = b2.ctl_mboxlist(&["-m"]);
     assert!(push.success(), "ctl_mboxlist -m on b2: {push:?}");
-    assert_eq!(find(&mut mu, &carol), Some(carol_entry), "ctl_mboxlist -m did not restore the lost entry");
+    assert_eq!(
+        find(&mut mu, &carol),
+        Some(carol_entry),
+        "ctl_mboxlist -m did not restore the lost entry"
+    );
     let after: Vec<Vec<Entry>> = m.backends.iter().map(|b| list_server(&mut mu, b)).collect();
     assert_eq!(after, repaired);
     let _ = mu.logout();
@@ -265,29 +333,47 @@ fn frontend_follows(kind: MasterKind) {
     imap1.create(&dave_sent, None).assert_ok();
     b2.imap().create(&erin, None).assert_ok();
     let mut front = fe.imap();
-    wait::until("the frontend's LIST to show mailboxes created on the backends", SLAVE_CATCH_UP, || {
-        let listed = front.list();
-        if [&dave, &dave_sent, &erin].iter().all(|n| listed.contains(n)) {
-            Ok(())
-        } else {
-            Err(format!("frontend LIST: {listed:?}"))
-        }
-    });
+    wait::until(
+        "the frontend's LIST to show mailboxes created on the backends",
+        SLAVE_CATCH_UP,
+        || {
+            let listed = front.list();
+            if [&dave, &dave_sent, &erin]
+                .iter()
+                .all(|n| listed.contains(n))
+            {
+                Ok(())
+            } else {
+                Err(format!("frontend LIST: {listed:?}"))
+            }
+        },
+    );
 
     // Created through the frontend: the frontend waits for its slave's NOOP
     // round trip before answering, so its next LIST shows the mailbox.
     let frank = m.user("frank");
-    front.create(&frank, Some(&b2.location("default"))).assert_ok();
-    assert!(front.list().contains(&frank), "frontend LIST right after CREATE {frank}");
+    front
+        .create(&frank, Some(&b2.location("default")))
+        .assert_ok();
+    assert!(
+        front.list().contains(&frank),
+        "frontend LIST right after CREATE {frank}"
+    );
     let frank_entry = Entry::mailbox(&frank, &b2.location("default"), &owner_acl(&m.uid("frank")));
     assert_eq!(find(&mut mu, &frank), Some(frank_entry));
 
     // A sub-folder through the frontend lands on its parent's backend.
     let drafts = format!("{dave}.Drafts");
     front.create(&drafts, None).assert_ok();
-    assert!(front.list().contains(&drafts), "frontend LIST right after CREATE {drafts}");
+    assert!(
+        front.list().contains(&drafts),
+        "frontend LIST right after CREATE {drafts}"
+    );
     let dave_acl = owner_acl(&m.uid("dave"));
-    assert_eq!(find(&mut mu, &drafts), Some(Entry::mailbox(&drafts, &b1.location("default"), &dave_acl)));
+    assert_eq!(
+        find(&mut mu, &drafts),
+        Some(Entry::mailbox(&drafts, &b1.location("default"), &dave_acl))
+    );
 
     // RENAME through the frontend.
     let old = format!("{frank}.Old");
@@ -295,15 +381,24 @@ fn frontend_follows(kind: MasterKind) {
     front.create(&old, None).assert_ok();
     front.rename(&old, &new).assert_ok();
     let listed = front.list();
-    assert!(listed.contains(&new) && !listed.contains(&old), "frontend LIST after RENAME: {listed:?}");
+    assert!(
+        listed.contains(&new) && !listed.contains(&old),
+        "frontend LIST after RENAME: {listed:?}"
+    );
     assert_eq!(find(&mut mu, &old), None);
-    assert_eq!(find(&mut mu, &new).map(|e| e.location), Some(b2.location("")));
+    assert_eq!(
+        find(&mut mu, &new).map(|e| e.location),
+        Some(b2.location(""))
+    );
 
     // SETACL through the frontend (admins have no implicit read right),
     // then SELECT, which the frontend proxies to the backend the master names.
     front.setacl(&frank, "admin", "lrs").assert_ok();
     let frank_acl = format!("{}admin\tlrs\t", owner_acl(&m.uid("frank")));
-    assert_eq!(find(&mut mu, &frank), Some(Entry::mailbox(&frank, &b2.location("default"), &frank_acl)));
+    assert_eq!(
+        find(&mut mu, &frank),
+        Some(Entry::mailbox(&frank, &b2.location("default"), &frank_acl))
+    );
     front.select(&frank).assert_ok();
     front.logout();
     imap1.logout();
@@ -386,9 +481,11 @@ fn run_order_probe(mu: &mut Mupdate, tag: &str, server: &str) -> Vec<Entry> {
     for name in ORDER_PROBE {
         let name = probe_name(name, tag);
         if name.starts_with("user.bob2") {
-            mu.reserve(&name, &location).unwrap_or_else(|e| panic!("RESERVE {name}: {e}"));
+            mu.reserve(&name, &location)
+                .unwrap_or_else(|e| panic!("RESERVE {name}: {e}"));
         } else {
-            mu.activate(&name, &location, "anyone\tlrs\t").unwrap_or_else(|e| panic!("ACTIVATE {name}: {e}"));
+            mu.activate(&name, &location, "anyone\tlrs\t")
+                .unwrap_or_else(|e| panic!("ACTIVATE {name}: {e}"));
         }
     }
     list(mu, Some(&format!("{server}!")))
@@ -397,7 +494,11 @@ fn run_order_probe(mu: &mut Mupdate, tag: &str, server: &str) -> Vec<Entry> {
 fn list_order(kind: MasterKind) {
     let ws = crate::harness::cyrus::Workspace::new();
     let subject = crate::harness::master::Master::start(&ws, kind);
-    let tag = if kind.is_shared() { crate::harness::murder::unique_tag(&ws) } else { String::new() };
+    let tag = if kind.is_shared() {
+        crate::harness::murder::unique_tag(&ws)
+    } else {
+        String::new()
+    };
     let server = format!("probe{tag}.invalid");
     let mut mu = subject.login();
     let _cleanup = kind.is_shared().then(|| DeleteOnDrop {
@@ -406,11 +507,19 @@ fn list_order(kind: MasterKind) {
     });
     let listed = run_order_probe(&mut mu, &tag, &server);
     if !kind.is_shared() {
-        assert_eq!(list(&mut mu, None), listed, "LIST and LIST \"{server}!\" differ on a master holding only the probe");
+        assert_eq!(
+            list(&mut mu, None),
+            listed,
+            "LIST and LIST \"{server}!\" differ on a master holding only the probe"
+        );
     }
 
     if kind == MasterKind::Cyrus {
-        assert_eq!(names(&listed), CYRUS_LIST_ORDER, "Cyrus LIST order changed: {listed:#?}");
+        assert_eq!(
+            names(&listed),
+            CYRUS_LIST_ORDER,
+            "Cyrus LIST order changed: {listed:#?}"
+        );
         for e in &listed {
             let reserved = e.name == "user.bob2";
             assert_eq!(e.kind == Kind::Reserve, reserved, "{e:?}");
@@ -421,8 +530,15 @@ fn list_order(kind: MasterKind) {
         // Differential: the same probe against a live Cyrus master.
         let reference = crate::harness::master::Master::start(&ws, MasterKind::Cyrus);
         let expected = run_order_probe(&mut reference.login(), &tag, &server);
-        assert_eq!(names(&listed), names(&expected), "LIST order differs from Cyrus' mupdate -m");
-        assert_eq!(listed, expected, "LIST entries differ from Cyrus' mupdate -m");
+        assert_eq!(
+            names(&listed),
+            names(&expected),
+            "LIST order differs from Cyrus' mupdate -m"
+        );
+        assert_eq!(
+            listed, expected,
+            "LIST entries differ from Cyrus' mupdate -m"
+        );
     }
     let _ = mu.logout();
 }
@@ -435,7 +551,11 @@ struct DeleteOnDrop<'a> {
 
 impl Drop for DeleteOnDrop<'_> {
     fn drop(&mut self) {
-        let Ok(mut mu) = Mupdate::login(&self.master.addr, &self.master.user, &self.master.password) else { return };
+        let Ok(mut mu) =
+            Mupdate::login(&self.master.addr, &self.master.user, &self.master.password)
+        else {
+            return;
+        };
         for name in &self.names {
             // Only names that exist: Cyrus 3.6.1's master crashes on DELETE of an unknown name.
             if matches!(mu.find(name), Ok(Some(_))) {

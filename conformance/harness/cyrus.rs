@@ -105,12 +105,26 @@ impl Workspace {
     /// and Cyrus puts sockets in `<configdirectory>/socket/`.
     pub fn new() -> Workspace {
         let cyrus = Cyrus::require();
-        let tmp = tempfile::Builder::new().prefix("cm").tempdir_in("/tmp").expect("create workspace folder");
+        let tmp = tempfile::Builder::new()
+            .prefix("cm")
+            .tempdir_in("/tmp")
+            .expect("create workspace folder");
         let root = tmp.path().to_path_buf();
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod workspace");
-        let label = root.file_name().and_then(|n| n.to_str()).unwrap_or("cm").to_string();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod workspace");
+        let label = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("cm")
+            .to_string();
         let sasldb = root.join("sasldb2");
-        Workspace { cyrus, root, label, sasldb, tmp: Some(tmp) }
+        Workspace {
+            cyrus,
+            root,
+            label,
+            sasldb,
+            tmp: Some(tmp),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -144,7 +158,12 @@ impl Workspace {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("run {SASLPASSWD2}: {e}"));
-        child.stdin.take().expect("stdin").write_all(password.as_bytes()).expect("write password");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("write password");
         let out = child.wait_with_output().expect("wait for saslpasswd2");
         assert!(
             out.status.success(),
@@ -153,7 +172,8 @@ impl Workspace {
             String::from_utf8_lossy(&out.stderr)
         );
         self.give_to_cyrus(&self.sasldb);
-        std::fs::set_permissions(&self.sasldb, std::fs::Permissions::from_mode(0o640)).expect("chmod sasldb");
+        std::fs::set_permissions(&self.sasldb, std::fs::Permissions::from_mode(0o640))
+            .expect("chmod sasldb");
     }
 
     /// The murder's users (admin, mailproxy, mupdater) in `realm`.
@@ -167,7 +187,10 @@ impl Workspace {
     /// (Cyrus logs only to syslog; empty if no syslog daemon runs).
     pub fn syslog_lines(&self) -> Vec<String> {
         let log = std::fs::read_to_string("/var/log/mail.log").unwrap_or_default();
-        log.lines().filter(|l| l.contains(&self.label)).map(str::to_string).collect()
+        log.lines()
+            .filter(|l| l.contains(&self.label))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -183,7 +206,11 @@ impl Drop for Workspace {
             let lines = self.syslog_lines();
             let tail = &lines[lines.len().saturating_sub(40)..];
             if !tail.is_empty() {
-                eprintln!("--- Cyrus syslog of {} (last {} lines) ---", self.label, tail.len());
+                eprintln!(
+                    "--- Cyrus syslog of {} (last {} lines) ---",
+                    self.label,
+                    tail.len()
+                );
                 for l in tail {
                     eprintln!("{l}");
                 }
@@ -203,9 +230,19 @@ pub enum Role {
     /// `mupdate -m`: the reference MUPDATE master.
     MupdateMaster,
     /// imapd with `proxyservers`; pushes its list with `ctl_mboxlist -m` at START.
-    Backend { master: MasterAddr, mupdate_user: String, mupdate_password: String },
+    Backend {
+        master: MasterAddr,
+        mupdate_user: String,
+        mupdate_password: String,
+    },
     /// imapd without `proxyservers`, plus its `mupdate` slave on `slave_port`.
-    Frontend { master: MasterAddr, mupdate_user: String, mupdate_password: String, slave_port: u16, serverlist: Vec<String> },
+    Frontend {
+        master: MasterAddr,
+        mupdate_user: String,
+        mupdate_password: String,
+        slave_port: u16,
+        serverlist: Vec<String>,
+    },
 }
 
 /// One Cyrus `master` process and its folder.
@@ -232,7 +269,12 @@ impl Instance {
         let conf = dir.join("conf");
         let spool = dir.join("spool");
         for d in [&conf, &spool] {
-            ws.subdir(d.strip_prefix(ws.root()).expect("inside workspace").to_str().expect("utf-8 path"));
+            ws.subdir(
+                d.strip_prefix(ws.root())
+                    .expect("inside workspace")
+                    .to_str()
+                    .expect("utf-8 path"),
+            );
         }
         for sub in ["socket", "db", "proc", "log", "lock"] {
             ws.give_to_cyrus(&{
@@ -266,9 +308,15 @@ impl Instance {
         let services = match &role {
             Role::MupdateMaster => {
                 imapd.push_str(&format!("admins: {MUPDATE_USER}\n"));
-                format!("  mupdate cmd=\"mupdate -C {c} -m\" listen=\"127.0.0.1:{port}\" prefork=1\n")
+                format!(
+                    "  mupdate cmd=\"mupdate -C {c} -m\" listen=\"127.0.0.1:{port}\" prefork=1\n"
+                )
             }
-            Role::Backend { master, mupdate_user, mupdate_password } => {
+            Role::Backend {
+                master,
+                mupdate_user,
+                mupdate_password,
+            } => {
                 let _ = write!(
                     imapd,
                     "admins: {ADMIN} {PROXY_USER}\n\
@@ -281,7 +329,13 @@ impl Instance {
                 );
                 format!("  imap cmd=\"imapd -C {c}\" listen=\"127.0.0.1:{port}\" prefork=0\n")
             }
-            Role::Frontend { master, mupdate_user, mupdate_password, slave_port, serverlist } => {
+            Role::Frontend {
+                master,
+                mupdate_user,
+                mupdate_password,
+                slave_port,
+                serverlist,
+            } => {
                 let _ = write!(
                     imapd,
                     "admins: {ADMIN}\n\
@@ -309,13 +363,32 @@ impl Instance {
         };
         let cyrus_conf = dir.join("cyrus.conf");
         write_owned(ws, &config, &imapd);
-        write_owned(ws, &cyrus_conf, &format!("START {{\n{start}}}\nSERVICES {{\n{services}}}\nEVENTS {{\n}}\n"));
+        write_owned(
+            ws,
+            &cyrus_conf,
+            &format!("START {{\n{start}}}\nSERVICES {{\n{services}}}\nEVENTS {{\n}}\n"),
+        );
         ws.add_murder_users(&servername);
 
         let mut cmd = Command::new(Cyrus::bin("master"));
-        cmd.arg("-C").arg(&config).arg("-M").arg(&cyrus_conf).arg("-p").arg(dir.join("master.pid")).current_dir(&dir);
+        cmd.arg("-C")
+            .arg(&config)
+            .arg("-M")
+            .arg(&cyrus_conf)
+            .arg("-p")
+            .arg(dir.join("master.pid"))
+            .current_dir(&dir);
         let process = Running::spawn(&format!("cyrus {name}"), cmd, &dir.join("master.out"));
-        Instance { name: name.to_string(), role, dir, config, servername, port, cyrus: ws.cyrus, process }
+        Instance {
+            name: name.to_string(),
+            role,
+            dir,
+            config,
+            servername,
+            port,
+            cyrus: ws.cyrus,
+            process,
+        }
     }
 
     /// Waits until the instance serves: its port greets (for a backend that
@@ -323,7 +396,10 @@ impl Instance {
     /// its slave has synchronised with the master (it creates the kick
     /// socket `socket/mupdate.target` only then).
     pub fn wait_ready(&mut self) {
-        let what = format!("Cyrus {} ({}) to accept connections", self.name, self.servername);
+        let what = format!(
+            "Cyrus {} ({}) to accept connections",
+            self.name, self.servername
+        );
         let port = self.port;
         let is_master = self.role == Role::MupdateMaster;
         let kick_socket = self.dir.join("conf/socket/mupdate.target");
@@ -331,10 +407,15 @@ impl Instance {
         let process = &mut self.process;
         wait::until(&what, START_TIMEOUT, || {
             if let Some(status) = process.exit_status() {
-                panic!("Cyrus {} exited ({status}) while starting:\n{}", process.name(), process.output());
+                panic!(
+                    "Cyrus {} exited ({status}) while starting:\n{}",
+                    process.name(),
+                    process.output()
+                );
             }
             if is_master {
-                super::mupdate::Mupdate::connect(&MasterAddr::loopback(port)).map_err(|e| e.to_string())?;
+                super::mupdate::Mupdate::connect(&MasterAddr::loopback(port))
+                    .map_err(|e| e.to_string())?;
             } else {
                 Imap::connect(port).map_err(|e| e.to_string())?.logout();
             }
@@ -359,8 +440,18 @@ impl Instance {
     /// `["-m"]` (push the local list to the master) or `["-m", "-w"]` (dry run).
     pub fn ctl_mboxlist(&self, args: &[&str]) -> Finished {
         let mut cmd = Command::new(Cyrus::bin("ctl_mboxlist"));
-        cmd.arg("-C").arg(&self.config).args(args).uid(self.cyrus.uid).gid(self.cyrus.gid).current_dir(&self.dir);
-        run_bounded(&format!("ctl_mboxlist {}", args.join(" ")), cmd, &self.dir, Duration::from_secs(60))
+        cmd.arg("-C")
+            .arg(&self.config)
+            .args(args)
+            .uid(self.cyrus.uid)
+            .gid(self.cyrus.gid)
+            .current_dir(&self.dir);
+        run_bounded(
+            &format!("ctl_mboxlist {}", args.join(" ")),
+            cmd,
+            &self.dir,
+            Duration::from_secs(60),
+        )
     }
 
     pub fn pid(&self) -> u32 {

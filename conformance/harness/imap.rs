@@ -39,14 +39,24 @@ impl ImapReply {
     /// Panics unless the command completed with OK.
     #[track_caller]
     pub fn assert_ok(&self) -> &Self {
-        assert!(self.is_ok(), "IMAP {} answered {} {}", self.command, self.status, self.text);
+        assert!(
+            self.is_ok(),
+            "IMAP {} answered {} {}",
+            self.command,
+            self.status,
+            self.text
+        );
         self
     }
 
     /// Panics unless the command completed with NO.
     #[track_caller]
     pub fn assert_no(&self) -> &Self {
-        assert_eq!(self.status, "NO", "IMAP {} answered {} {}", self.command, self.status, self.text);
+        assert_eq!(
+            self.status, "NO",
+            "IMAP {} answered {} {}",
+            self.command, self.status, self.text
+        );
         self
     }
 }
@@ -63,14 +73,21 @@ impl Imap {
         if !greeting.starts_with("* OK") {
             return Err(io::Error::other(format!("IMAP greeting: {greeting:?}")));
         }
-        Ok(Imap { reader, writer: stream, next_tag: 1, greeting })
+        Ok(Imap {
+            reader,
+            writer: stream,
+            next_tag: 1,
+            greeting,
+        })
     }
 
     /// Connects and logs in; panics on failure.
     #[track_caller]
     pub fn login(port: u16, user: &str, password: &str) -> Imap {
-        let mut imap = Imap::connect(port).unwrap_or_else(|e| panic!("IMAP connect to port {port}: {e}"));
-        imap.command(&format!("LOGIN {} {}", quoted(user), quoted(password))).assert_ok();
+        let mut imap =
+            Imap::connect(port).unwrap_or_else(|e| panic!("IMAP connect to port {port}: {e}"));
+        imap.command(&format!("LOGIN {} {}", quoted(user), quoted(password)))
+            .assert_ok();
         imap
     }
 
@@ -92,11 +109,20 @@ impl Imap {
     }
 
     pub fn setacl(&mut self, name: &str, identifier: &str, rights: &str) -> ImapReply {
-        self.command(&format!("SETACL {} {} {}", quoted(name), quoted(identifier), quoted(rights)))
+        self.command(&format!(
+            "SETACL {} {} {}",
+            quoted(name),
+            quoted(identifier),
+            quoted(rights)
+        ))
     }
 
     pub fn deleteacl(&mut self, name: &str, identifier: &str) -> ImapReply {
-        self.command(&format!("DELETEACL {} {}", quoted(name), quoted(identifier)))
+        self.command(&format!(
+            "DELETEACL {} {}",
+            quoted(name),
+            quoted(identifier)
+        ))
     }
 
     pub fn select(&mut self, name: &str) -> ImapReply {
@@ -110,8 +136,13 @@ impl Imap {
         reply.assert_ok();
         let mut names = Vec::new();
         for line in &reply.untagged {
-            let tokens = tokenize(line).unwrap_or_else(|e| panic!("LIST line {:?}: {e}", String::from_utf8_lossy(line)));
-            if tokens.len() == 5 && tokens[1].text().is_some_and(|k| k.eq_ignore_ascii_case("LIST")) {
+            let tokens = tokenize(line)
+                .unwrap_or_else(|e| panic!("LIST line {:?}: {e}", String::from_utf8_lossy(line)));
+            if tokens.len() == 5
+                && tokens[1]
+                    .text()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("LIST"))
+            {
                 if let Some(name) = tokens[4].text() {
                     names.push(name.to_string());
                 }
@@ -133,7 +164,8 @@ impl Imap {
     pub fn try_command(&mut self, line: &str) -> io::Result<ImapReply> {
         let tag = format!("T{}", self.next_tag);
         self.next_tag += 1;
-        self.writer.write_all(format!("{tag} {line}\r\n").as_bytes())?;
+        self.writer
+            .write_all(format!("{tag} {line}\r\n").as_bytes())?;
         self.writer.flush()?;
         let mut untagged = Vec::new();
         loop {

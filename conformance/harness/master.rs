@@ -34,7 +34,7 @@ impl MasterKind {
 }
 
 enum Process {
-    Cyrus(Instance),
+    Cyrus(Box<Instance>),
     Mupdated(Running),
     External,
 }
@@ -62,7 +62,7 @@ impl Master {
                     addr: MasterAddr::loopback(port),
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
-                    process: Process::Cyrus(inst),
+                    process: Process::Cyrus(Box::new(inst)),
                 }
             }
             MasterKind::Mupdated => {
@@ -77,12 +77,21 @@ impl Master {
                 }
             }
             MasterKind::External => {
-                let spec = std::env::var("MUPDATE_MASTER")
-                    .unwrap_or_else(|_| panic!("this test needs MUPDATE_MASTER=host:port (the master to test)"));
-                let addr = MasterAddr::parse(&spec).unwrap_or_else(|e| panic!("MUPDATE_MASTER: {e}"));
+                let spec = std::env::var("MUPDATE_MASTER").unwrap_or_else(|_| {
+                    panic!("this test needs MUPDATE_MASTER=host:port (the master to test)")
+                });
+                let addr =
+                    MasterAddr::parse(&spec).unwrap_or_else(|e| panic!("MUPDATE_MASTER: {e}"));
                 let user = std::env::var("MUPDATE_USER").unwrap_or_else(|_| MUPDATE_USER.into());
-                let password = std::env::var("MUPDATE_PASSWORD").unwrap_or_else(|_| PASSWORD.into());
-                let master = Master { kind, addr, user, password, process: Process::External };
+                let password =
+                    std::env::var("MUPDATE_PASSWORD").unwrap_or_else(|_| PASSWORD.into());
+                let master = Master {
+                    kind,
+                    addr,
+                    user,
+                    password,
+                    process: Process::External,
+                };
                 drop(master.login());
                 master
             }
@@ -92,8 +101,12 @@ impl Master {
     /// A new MUPDATE session, authenticated. Panics on failure.
     #[track_caller]
     pub fn login(&self) -> Mupdate {
-        Mupdate::login(&self.addr, &self.user, &self.password)
-            .unwrap_or_else(|e| panic!("MUPDATE login to {:?} master at {} as {}: {e}", self.kind, self.addr, self.user))
+        Mupdate::login(&self.addr, &self.user, &self.password).unwrap_or_else(|e| {
+            panic!(
+                "MUPDATE login to {:?} master at {} as {}: {e}",
+                self.kind, self.addr, self.user
+            )
+        })
     }
 
     /// The `mupdate -m` instance, for a Cyrus master.
@@ -133,14 +146,24 @@ pub fn start_mupdated(ws: &Workspace, port: u16) -> Running {
     );
     std::fs::write(&config, toml).expect("write mupdated config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mupdated"));
-    cmd.arg("--config").arg(&config).current_dir(&dir).env("RUST_LOG", "info");
+    cmd.arg("--config")
+        .arg(&config)
+        .current_dir(&dir)
+        .env("RUST_LOG", "info");
     let mut running = Running::spawn("mupdated", cmd, &dir.join("mupdated.log"));
     let addr = MasterAddr::loopback(port);
-    wait::until(&format!("mupdated to greet on {addr}"), MUPDATED_START_TIMEOUT, || {
-        if let Some(status) = running.exit_status() {
-            panic!("mupdated exited ({status}) before greeting on {addr}; its output:\n{}", running.output());
-        }
-        Mupdate::connect(&addr).map(drop).map_err(|e| e.to_string())
-    });
+    wait::until(
+        &format!("mupdated to greet on {addr}"),
+        MUPDATED_START_TIMEOUT,
+        || {
+            if let Some(status) = running.exit_status() {
+                panic!(
+                    "mupdated exited ({status}) before greeting on {addr}; its output:\n{}",
+                    running.output()
+                );
+            }
+            Mupdate::connect(&addr).map(drop).map_err(|e| e.to_string())
+        },
+    );
     running
 }

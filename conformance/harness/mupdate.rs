@@ -25,15 +25,23 @@ pub struct MasterAddr {
 
 impl MasterAddr {
     pub fn loopback(port: u16) -> MasterAddr {
-        MasterAddr { host: "127.0.0.1".into(), port }
+        MasterAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
     }
 
     /// Parses `host:port` (the value of `MUPDATE_MASTER`).
     pub fn parse(s: &str) -> std::result::Result<MasterAddr, String> {
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
         let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        Ok(MasterAddr { host: host.to_string(), port })
+        Ok(MasterAddr {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -65,7 +73,12 @@ pub struct Entry {
 
 impl Entry {
     pub fn mailbox(name: &str, location: &str, acl: &str) -> Entry {
-        Entry { kind: Kind::Mailbox, name: name.into(), location: location.into(), acl: Some(acl.into()) }
+        Entry {
+            kind: Kind::Mailbox,
+            name: name.into(),
+            location: location.into(),
+            acl: Some(acl.into()),
+        }
     }
 }
 
@@ -129,14 +142,20 @@ impl Mupdate {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let _ = stream.set_nodelay(true);
-        let mut client =
-            Mupdate { reader: BufReader::new(stream.try_clone()?), writer: stream, next_tag: 0, greeting: Vec::new() };
+        let mut client = Mupdate {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            next_tag: 0,
+            greeting: Vec::new(),
+        };
         loop {
             let line = read_logical_line(&mut client.reader)?;
             let text = String::from_utf8_lossy(&line).into_owned();
             let done = text.len() >= 4 && text[..4].eq_ignore_ascii_case("* OK");
             if !text.starts_with("* ") {
-                return Err(Error::Protocol(format!("greeting line not untagged: {text:?}")));
+                return Err(Error::Protocol(format!(
+                    "greeting line not untagged: {text:?}"
+                )));
             }
             client.greeting.push(text);
             if done {
@@ -158,7 +177,8 @@ impl Mupdate {
     /// SASL PLAIN with the initial response as a `{n+}` literal, exactly
     /// as Cyrus' backends send it: `A01 AUTHENTICATE "PLAIN" {n+}`.
     pub fn authenticate(&mut self, user: &str, password: &str) -> Result<()> {
-        let blob = base64::engine::general_purpose::STANDARD.encode(format!("{user}\0{user}\0{password}"));
+        let blob =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}\0{user}\0{password}"));
         self.send(format!("A01 AUTHENTICATE \"PLAIN\" {}\r\n", literal_plus(&blob)).as_bytes())?;
         self.complete("A01").map(|_| ())
     }
@@ -167,7 +187,10 @@ impl Mupdate {
     pub fn find(&mut self, name: &str) -> Result<Option<Entry>> {
         let entries = self.entries("FIND", &[name])?;
         if entries.len() > 1 {
-            return Err(Error::Protocol(format!("FIND {name} answered {} entries: {entries:?}", entries.len())));
+            return Err(Error::Protocol(format!(
+                "FIND {name} answered {} entries: {entries:?}",
+                entries.len()
+            )));
         }
         Ok(entries.into_iter().next())
     }
@@ -242,7 +265,9 @@ impl Mupdate {
     fn expect_no_replies(&mut self, verb: &str, args: &[&str]) -> Result<Completion> {
         let (replies, done) = self.command(verb, args)?;
         if !replies.is_empty() {
-            return Err(Error::Protocol(format!("{verb} answered unexpected lines {replies:?}")));
+            return Err(Error::Protocol(format!(
+                "{verb} answered unexpected lines {replies:?}"
+            )));
         }
         Ok(done)
     }
@@ -258,7 +283,8 @@ impl Mupdate {
         loop {
             let line = read_logical_line(&mut self.reader)?;
             let shown = String::from_utf8_lossy(&line).into_owned();
-            let tokens = tokenize(&line).map_err(|e| Error::Protocol(format!("{e} in {shown:?}")))?;
+            let tokens =
+                tokenize(&line).map_err(|e| Error::Protocol(format!("{e} in {shown:?}")))?;
             let texts: Option<Vec<&str>> = tokens.iter().map(Token::text).collect();
             let Some(texts) = texts else {
                 return Err(Error::Protocol(format!("unexpected list in {shown:?}")));
@@ -267,7 +293,9 @@ impl Mupdate {
                 return Err(Error::Protocol(format!("short line {shown:?}")));
             }
             if texts[0] != tag {
-                return Err(Error::Protocol(format!("expected tag {tag}, got line {shown:?}")));
+                return Err(Error::Protocol(format!(
+                    "expected tag {tag}, got line {shown:?}"
+                )));
             }
             let keyword = texts[1].to_ascii_uppercase();
             let strings_only = tokens[2..].iter().all(|t| matches!(t, Token::Str(_)));
@@ -275,10 +303,19 @@ impl Mupdate {
             match keyword.as_str() {
                 "OK" | "NO" | "BAD" | "BYE" => {
                     if args.len() != 1 || !strings_only {
-                        return Err(Error::Protocol(format!("completion must carry exactly one string: {shown:?}")));
+                        return Err(Error::Protocol(format!(
+                            "completion must carry exactly one string: {shown:?}"
+                        )));
                     }
-                    let done = Completion { status: keyword, text: args[0].to_string() };
-                    return if done.status == "OK" { Ok((replies, done)) } else { Err(Error::Refused(done)) };
+                    let done = Completion {
+                        status: keyword,
+                        text: args[0].to_string(),
+                    };
+                    return if done.status == "OK" {
+                        Ok((replies, done))
+                    } else {
+                        Err(Error::Refused(done))
+                    };
                 }
                 "MAILBOX" if args.len() == 3 && strings_only => replies.push(Reply::Entry(Entry {
                     kind: Kind::Mailbox,
@@ -292,7 +329,9 @@ impl Mupdate {
                     location: args[1].into(),
                     acl: None,
                 })),
-                "DELETE" if args.len() == 1 && strings_only => replies.push(Reply::Delete(args[0].into())),
+                "DELETE" if args.len() == 1 && strings_only => {
+                    replies.push(Reply::Delete(args[0].into()))
+                }
                 _ => return Err(Error::Protocol(format!("unexpected line {shown:?}"))),
             }
         }

@@ -22,7 +22,11 @@ impl Murder {
     pub fn start(kind: MasterKind, backends: usize, frontend: bool) -> Murder {
         let ws = Workspace::new();
         let master = Master::start(&ws, kind);
-        let tag = if kind.is_shared() { unique_tag(&ws) } else { String::new() };
+        let tag = if kind.is_shared() {
+            unique_tag(&ws)
+        } else {
+            String::new()
+        };
 
         let mut started: Vec<Instance> = (1..=backends)
             .map(|i| {
@@ -51,7 +55,13 @@ impl Murder {
         if let Some(f) = &mut fe {
             f.wait_ready();
         }
-        Murder { frontend: fe, backends: started, master, tag, ws }
+        Murder {
+            frontend: fe,
+            backends: started,
+            master,
+            tag,
+            ws,
+        }
     }
 
     pub fn backend(&self, i: usize) -> &Instance {
@@ -60,7 +70,9 @@ impl Murder {
 
     #[track_caller]
     pub fn frontend(&self) -> &Instance {
-        self.frontend.as_ref().expect("this murder was started without a frontend")
+        self.frontend
+            .as_ref()
+            .expect("this murder was started without a frontend")
     }
 
     /// A user's INBOX name, made unique on a shared master: `user.alice`.
@@ -81,12 +93,17 @@ impl Drop for Murder {
         if !self.master.kind.is_shared() {
             return;
         }
-        let Ok(mut m) = super::mupdate::Mupdate::login(&self.master.addr, &self.master.user, &self.master.password)
-        else {
+        let Ok(mut m) = super::mupdate::Mupdate::login(
+            &self.master.addr,
+            &self.master.user,
+            &self.master.password,
+        ) else {
             return;
         };
         for b in &self.backends {
-            let Ok(entries) = m.list(Some(&format!("{}!", b.servername))) else { continue };
+            let Ok(entries) = m.list(Some(&format!("{}!", b.servername))) else {
+                continue;
+            };
             for e in entries {
                 let _ = m.delete(&e.name);
             }
@@ -97,6 +114,11 @@ impl Drop for Murder {
 
 /// A short lower-case suffix unique to this workspace (its folder name).
 pub fn unique_tag(ws: &Workspace) -> String {
-    let t: String = ws.label.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    let t: String = ws
+        .label
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
     format!("z{t}")
 }

@@ -20,7 +20,11 @@ const SPAN: u32 = 12768;
 pub fn free_port() -> u16 {
     let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let used = guard.get_or_insert_with(HashSet::new);
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos() ^ (std::process::id() << 7);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos()
+        ^ (std::process::id() << 7);
     for i in 0..SPAN {
         let port = FIRST + ((seed.wrapping_add(i.wrapping_mul(7919))) % SPAN) as u16;
         if used.contains(&port) {

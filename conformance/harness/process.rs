@@ -25,11 +25,22 @@ impl Running {
     /// group on SIGTERM, which must not include the test runner), with stdout
     /// and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Running {
-        let out = File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let out =
+            File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let err = out.try_clone().expect("clone log file handle");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Running { name: name.to_string(), child, reaped: None, log: log.to_path_buf() }
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Running {
+            name: name.to_string(),
+            child,
+            reaped: None,
+            log: log.to_path_buf(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -121,14 +132,22 @@ pub fn run_bounded(name: &str, mut cmd: Command, scratch: &Path, timeout: Durati
     let stamp = format!(
         "{}-{}",
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
     );
     let out_path = scratch.join(format!("{stamp}.out"));
     let err_path = scratch.join(format!("{stamp}.err"));
     let out = File::create(&out_path).expect("create stdout capture");
     let err = File::create(&err_path).expect("create stderr capture");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {name} ({cmd:?}): {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {name} ({cmd:?}): {e}"));
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for child") {

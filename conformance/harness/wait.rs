@@ -15,7 +15,10 @@ pub fn until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result
             Ok(v) => return v,
             Err(last) => {
                 if start.elapsed() >= timeout {
-                    panic!("timed out after {:?} waiting for {what}: {last}", start.elapsed());
+                    panic!(
+                        "timed out after {:?} waiting for {what}: {last}",
+                        start.elapsed()
+                    );
                 }
             }
         }

@@ -34,12 +34,21 @@ pub fn read_logical_line(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     loop {
         let mut segment = Vec::new();
         let budget = (MAX_LINE.saturating_sub(line.len()) + 2) as u64;
-        let n = reader.by_ref().take(budget).read_until(b'\n', &mut segment)?;
+        let n = reader
+            .by_ref()
+            .take(budget)
+            .read_until(b'\n', &mut segment)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ));
         }
         if segment.last() != Some(&b'\n') {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long or truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "line too long or truncated",
+            ));
         }
         segment.pop();
         if segment.last() == Some(&b'\r') {
@@ -51,7 +60,10 @@ pub fn read_logical_line(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
             None => return Ok(line),
             Some(len) => {
                 if line.len() + len > MAX_LINE {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "literal too long"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "literal too long",
+                    ));
                 }
                 let mut bytes = vec![0; len];
                 reader.read_exact(&mut bytes)?;
@@ -94,7 +106,11 @@ impl Tokenizer<'_> {
                 self.pos += 1;
             }
             let Some(&c) = self.buf.get(self.pos) else {
-                return if in_list { Err("unterminated list".into()) } else { Ok(out) };
+                return if in_list {
+                    Err("unterminated list".into())
+                } else {
+                    Ok(out)
+                };
             };
             match c {
                 b')' if in_list => {
@@ -115,7 +131,9 @@ impl Tokenizer<'_> {
                         }
                         self.pos += 1;
                     }
-                    out.push(Token::Atom(String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned()));
+                    out.push(Token::Atom(
+                        String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned(),
+                    ));
                 }
             }
         }
@@ -145,7 +163,10 @@ impl Tokenizer<'_> {
     }
 
     fn literal(&mut self) -> Result<String, String> {
-        let close = self.buf[self.pos..].iter().position(|&b| b == b'}').ok_or("unterminated literal length")?;
+        let close = self.buf[self.pos..]
+            .iter()
+            .position(|&b| b == b'}')
+            .ok_or("unterminated literal length")?;
         let spec = &self.buf[self.pos + 1..self.pos + close];
         let spec = spec.strip_suffix(b"+").unwrap_or(spec);
         let len: usize = std::str::from_utf8(spec)
@@ -157,7 +178,10 @@ impl Tokenizer<'_> {
             return Err("literal length not followed by CRLF".into());
         }
         self.pos += 2;
-        let bytes = self.buf.get(self.pos..self.pos + len).ok_or("literal shorter than announced")?;
+        let bytes = self
+            .buf
+            .get(self.pos..self.pos + len)
+            .ok_or("literal shorter than announced")?;
         self.pos += len;
         Ok(String::from_utf8_lossy(bytes).into_owned())
     }
@@ -188,7 +212,8 @@ mod tests {
 
     #[test]
     fn literals_quoted_and_lists() {
-        let mut input: &[u8] = b"X1 MAILBOX {6+}\r\nuser.a {9}\r\nh!default \"a\\\"\tlr\t\"\r\nnext\r\n";
+        let mut input: &[u8] =
+            b"X1 MAILBOX {6+}\r\nuser.a {9}\r\nh!default \"a\\\"\tlr\t\"\r\nnext\r\n";
         let line = read_logical_line(&mut input).unwrap();
         let toks = tokenize(&line).unwrap();
         assert_eq!(
@@ -203,7 +228,10 @@ mod tests {
         );
         assert_eq!(read_logical_line(&mut input).unwrap(), b"next");
         let toks = tokenize(b"* LIST (\\HasNoChildren) \".\" {10}\r\nshared.o a").unwrap();
-        assert_eq!(toks[2], Token::List(vec![Token::Atom("\\HasNoChildren".into())]));
+        assert_eq!(
+            toks[2],
+            Token::List(vec![Token::Atom("\\HasNoChildren".into())])
+        );
         assert_eq!(toks[4], Token::Str("shared.o a".into()));
     }
 
