@@ -1,12 +1,99 @@
-//! The mailbox directory as facts, over sled (stub: to be implemented).
+//! The mailbox directory as facts, over sled.
 //!
 //! One record per (mailbox, server); one stored, sticky effective record per
-//! mailbox (see docs/facts-model.md). Keys sort in Cyrus 3.6 mailboxes.db
+//! mailbox (docs/facts-model.md). Keys sort in Cyrus 3.6 mailboxes.db
 //! order, so iteration is LIST order.
+//!
+//! # Layout
+//! One sled tree, several key spaces (see [`key`]):
+//! - `n order_key 0 suffix` -> every record of the name plus which one is
+//!   effective and a conflict flag ([`model::Mailbox::encode`]: hand-written,
+//!   LEB128 length-prefixed, about 3 bytes of overhead per record). The
+//!   records are keyed per (mailbox, server) *inside* one value: the server
+//!   is the location's prefix, so it is not stored twice, and one name is
+//!   one key, so a command's read-modify-write touches one value, under one
+//!   per-name lock, without sled's (slow) cross-tree transactions.
+//! - `s server 0 order_key 0 suffix` -> empty: the index by server, one key
+//!   per record. `LIST "S!"`, failover and prefix listing scan it. The
+//!   partition is not copied here; a hit reads the name's value.
+//! - `x order_key 0 suffix` -> empty: names with an unresolved conflict.
+//! - `g group` -> the group's run-time primary and the configured primary
+//!   seen at the last open.
+//!
+//! A command's changes to all key spaces go into one `apply_batch`, which
+//! sled applies atomically, also across a crash: the index never disagrees
+//! with the values.
+//!
+//! # Concurrency and durability
+//! Writes to one name are serialised by one of [`STRIPES`] std mutexes
+//! chosen by a hash of the name, held only around the synchronous
+//! read-modify-write (never across an await); there is no global lock.
+//! A write returns once it is on disk: a commit thread fsyncs for everyone
+//! who wrote since its last fsync ([`commit`]). A command that changed
+//! nothing still waits until everything written before it is durable, so
+//! it never acknowledges state that a crash could still lose. Reads
+//! (`find`, `effective`, `list`, `list_prefix`) go to sled directly, one
+//! lock-free snapshot per key, and never copy the directory.
+//!
+//! sled is opened in `Mode::LowSpace`: the directory is small records,
+//! written rarely compared with how often it is read, and its size on disk
+//! matters more than peak write rate (one fsync per group commit dominates
+//! write latency anyway).
+//!
+//! # Decisions where the facts model is silent
+//! - "Oldest" is the position among a name's records: new records are
+//!   appended, an upsert keeps its place, so no sequence number is stored.
+//! - RESERVE for a server that has any record changes nothing (no
+//!   demotion, no partition update); ACTIVATE then sets the location.
+//! - ACTIVATE when there is no effective record makes S effective, even if
+//!   shadows of a deleted lineage remain (the table's "no E" row).
+//! - ACTIVATE over a reserved/moving effective record of an unrelated
+//!   server X (an XFER completing) drops every *moving* record of servers
+//!   outside S's group; reserved ones stay (they are still facts).
+//! - A conflict is raised when S's record *becomes* active while an
+//!   unrelated server's active record is effective; a re-ACTIVATE of an
+//!   already active record (ACL change, foldermodseq) does not raise it
+//!   again after an admin resolved it. The flag clears by itself when no
+//!   active record outside the effective record's group remains.
+//! - DEACTIVATE with no record of S answers `mailbox doesn't exist`, even
+//!   when other servers hold records.
+//! - DELETE from an unknown identity with no effective record (only
+//!   shadows) removes every record of the name; of an unknown name it
+//!   answers `OK "done"` (Cyrus 3.6.1 crashes there).
+//! - Successor: the oldest active record outside the removed record's
+//!   group; failing that the oldest reserved/moving record outside it; else
+//!   none.
+//! - FIND from a backend bound to servers W answers nothing when none of W
+//!   has a record and the effective record is a sibling of W in its group.
+//! - Names are kept as given: two names with one Cyrus dbname (`shared..x`
+//!   and `shared.x`) are two mailboxes, ordered next to each other.
+//! - A location without `!` has server `""`; `LIST prefix` without `!`
+//!   also scans server `""`'s records (only present in a replicated
+//!   setup), because their whole location may start with the prefix.
+//! - A primary set at run time persists across restarts until the
+//!   configured primary of that group changes; the configured one then
+//!   wins and takes over at open.
+
+mod commit;
+mod engine;
+pub(crate) mod key;
+mod model;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::protocol::Entry;
+pub use model::RecordState;
+
+/// Answer to a backend login asserting a fact about a server it is not
+/// bound to (this project's rule; Cyrus has no identities).
+pub const NOT_SERVED: &str = "location not served by this login";
+
+/// Number of per-name write locks: enough that unrelated names rarely
+/// share one at a few thousand concurrent writers, small enough to be
+/// negligible memory (1024 * 8 bytes).
+pub const STRIPES: usize = 1024;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -46,7 +133,8 @@ pub enum Reply {
 pub struct Change {
     pub name: Vec<u8>,
     /// Servers of the effective record before and after (a PARTIAL-UPDATE
-    /// stream hears the change when it follows either).
+    /// stream hears the change when it follows either). One entry when
+    /// they are the same server or when there was none before or after.
     pub servers: Vec<Vec<u8>>,
 }
 
@@ -57,51 +145,44 @@ pub struct WriteOutcome {
     pub changes: Vec<Change>,
 }
 
+/// One record of a mailbox, for admins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub server: Vec<u8>,
+    pub location: Vec<u8>,
+    pub state: RecordState,
+    pub acl: Vec<u8>,
+    /// This is the record unmodified clients see.
+    pub effective: bool,
+}
+
+/// A mailbox that two unrelated servers both hold active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub name: Vec<u8>,
+    /// Server of the effective record (the first fact).
+    pub effective: Vec<u8>,
+    /// Servers outside its group that also hold an active record.
+    pub others: Vec<Vec<u8>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The fsync after a write failed: the write may not survive a crash.
+    #[error("durability: {0}")]
+    Durability(String),
+    /// An admin request named something that does not exist (a group, a
+    /// server outside the group).
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 /// The directory. Cheap to clone; every method may be called concurrently.
 #[derive(Clone)]
-pub struct Store {}
-
-impl Store {
-    pub fn open(_cfg: &StoreConfig, _groups: &[ReplicaGroup]) -> Result<Store, StoreError> {
-        todo!()
-    }
-    pub async fn reserve(&self, _who: &Identity, _name: &[u8], _location: &[u8]) -> Result<WriteOutcome, StoreError> {
-        todo!()
-    }
-    pub async fn activate(&self, _who: &Identity, _name: &[u8], _location: &[u8], _acl: &[u8]) -> Result<WriteOutcome, StoreError> {
-        todo!()
-    }
-    pub async fn deactivate(&self, _who: &Identity, _name: &[u8], _location: &[u8]) -> Result<WriteOutcome, StoreError> {
-        todo!()
-    }
-    pub async fn delete(&self, _who: &Identity, _name: &[u8]) -> Result<WriteOutcome, StoreError> {
-        todo!()
-    }
-    /// FIND: at most one entry (the effective record, or none for a
-    /// backend's own replica sibling; facts model).
-    pub fn find(&self, _who: &Identity, _name: &[u8]) -> Result<Option<Entry>, StoreError> {
-        todo!()
-    }
-    /// The effective record now (UPDATE stream flushes).
-    pub fn effective(&self, _name: &[u8]) -> Result<Option<Entry>, StoreError> {
-        todo!()
-    }
-    /// LIST / UPDATE dump: the effective record of every name, in order,
-    /// read straight from the store without a global lock.
-    pub fn list(&self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
-        todo!()
-    }
-    /// `LIST "prefix"`: every record whose location starts with `prefix`,
-    /// in order; costs what its answer costs.
-    pub fn list_prefix(&self, _prefix: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
-        todo!()
-    }
+pub struct Store {
+    inner: Arc<engine::Inner>,
 }

@@ -1,0 +1,525 @@
+//! The store over sled: per-name read-modify-write, the index by server,
+//! ordered reads, replica groups.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::commit::Committer;
+use super::key::{self, server_of};
+use super::model::{self, Activated, Groups, Mailbox};
+use super::{Change, Conflict, Identity, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
+use crate::protocol::Entry;
+
+pub(crate) struct Inner {
+    db: sled::Db,
+    stripes: Box<[Mutex<()>]>,
+    groups: RwLock<Arc<Groups>>,
+    /// Serialises set_primary calls (each one still locks names one by one).
+    primary: Mutex<()>,
+    conflicts_seen: AtomicU64,
+    // Last: dropping it joins the commit thread, which closes the database.
+    committer: Committer,
+}
+
+/// A group's persisted state.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GroupState {
+    /// The primary in effect (configured, or set at run time).
+    primary: Option<Vec<u8>>,
+    /// The configured primary seen at the last open.
+    config_primary: Option<Vec<u8>>,
+}
+
+impl GroupState {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for o in [&self.primary, &self.config_primary] {
+            match o {
+                None => v.push(0),
+                Some(s) => {
+                    v.push(1);
+                    v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                    v.extend_from_slice(s);
+                }
+            }
+        }
+        v
+    }
+
+    fn decode(mut b: &[u8]) -> Option<GroupState> {
+        let mut one = || -> Option<Option<Vec<u8>>> {
+            let (&tag, rest) = b.split_first()?;
+            b = rest;
+            if tag == 0 {
+                return Some(None);
+            }
+            let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+            let s = b.get(4..4 + n)?.to_vec();
+            b = &b[4 + n..];
+            Some(Some(s))
+        };
+        let primary = one()?;
+        let config_primary = one()?;
+        Some(GroupState { primary, config_primary })
+    }
+}
+
+fn corrupt(e: String) -> StoreError {
+    StoreError::Corrupt(e)
+}
+
+/// The change a client sees when a name's presented line moves from `old`
+/// to `new`.
+fn change(name: &[u8], old: &Mailbox, new: &Mailbox) -> Option<Change> {
+    if old.present(name) == new.present(name) {
+        return None;
+    }
+    let mut servers: Vec<Vec<u8>> = Vec::with_capacity(2);
+    for m in [old, new] {
+        if let Some(r) = m.eff_record() {
+            let s = r.server().to_vec();
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
+    }
+    Some(Change { name: name.to_vec(), servers })
+}
+
+impl Store {
+    /// Open (or create) the directory at `cfg.path`. `groups` is the
+    /// configured replica groups; their primaries seed the store (see the
+    /// module documentation for run-time primaries).
+    pub fn open(cfg: &StoreConfig, groups: &[ReplicaGroup]) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(&cfg.path)
+            .cache_capacity(cfg.cache_capacity)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let mut list = groups.to_vec();
+        let mut takeovers = Vec::new();
+        for g in &mut list {
+            let k = key::group_key(&g.name);
+            let stored = match db.get(&k)? {
+                Some(v) => Some(GroupState::decode(&v).ok_or_else(|| corrupt(format!("group {}", g.name)))?),
+                None => None,
+            };
+            match stored {
+                Some(st) if st.config_primary == g.primary && st.primary.as_ref().map_or(true, |p| g.servers.contains(p)) => {
+                    g.primary = st.primary;
+                }
+                _ => {
+                    let st = GroupState { primary: g.primary.clone(), config_primary: g.primary.clone() };
+                    db.insert(k, st.encode())?;
+                    if let Some(p) = &g.primary {
+                        takeovers.push(p.clone());
+                    }
+                }
+            }
+        }
+        let committer = Committer::start(db.clone()).map_err(|e| StoreError::Durability(e.to_string()))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                groups: RwLock::new(Arc::new(Groups::new(list))),
+                primary: Mutex::new(()),
+                conflicts_seen: AtomicU64::new(0),
+                committer,
+            }),
+        };
+        // A newly configured primary takes over now; no stream exists yet,
+        // so the changes go nowhere.
+        for p in takeovers {
+            store.take_over_all(&p)?;
+        }
+        store.inner.db.flush()?;
+        Ok(store)
+    }
+
+    fn groups_now(&self) -> Arc<Groups> {
+        self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lock(&self, name: &[u8]) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        name.hash(&mut h);
+        let i = (h.finish() as usize) % self.inner.stripes.len();
+        self.inner.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&self, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
+        match self.inner.db.get(key::name_key(part))? {
+            Some(v) => Mailbox::decode(&v).map(Some).map_err(corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// Read-modify-write of one name under its lock: `f` changes the
+    /// records, the value, index and conflict keys are written in one
+    /// batch. Returns `f`'s result, the change clients see, and whether
+    /// anything was written.
+    fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, Option<Change>, bool), StoreError> {
+        let part = key::mailbox_part(name);
+        let _guard = self.lock(name);
+        // Held (shared) for the whole read-modify-write: set_primary swaps
+        // the groups under the exclusive lock, so once it has swapped, no
+        // write decided with the old groups is still in flight.
+        let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
+        let old = self.load(&part)?.unwrap_or_default();
+        let mut new = old.clone();
+        let r = f(&mut new, &groups);
+        if new == old {
+            return Ok((r, None, false));
+        }
+        let mut batch = sled::Batch::default();
+        let nkey = key::name_key(&part);
+        if new.records.is_empty() {
+            batch.remove(nkey);
+        } else {
+            batch.insert(nkey, new.encode());
+        }
+        for r in &old.records {
+            if new.find(r.server()).is_none() {
+                batch.remove(key::server_key(r.server(), &part));
+            }
+        }
+        for r in &new.records {
+            if old.find(r.server()).is_none() {
+                batch.insert(key::server_key(r.server(), &part), &[]);
+            }
+        }
+        if old.conflict != new.conflict {
+            if new.conflict {
+                batch.insert(key::conflict_key(&part), &[]);
+            } else {
+                batch.remove(key::conflict_key(&part));
+            }
+        }
+        self.inner.db.apply_batch(batch)?;
+        Ok((r, change(name, &old, &new), true))
+    }
+
+    /// Wait until what this command wrote (or, if nothing, what it read)
+    /// is on disk.
+    async fn durable(&self, wrote: bool) -> Result<(), StoreError> {
+        let c = &self.inner.committer;
+        let seq = if wrote { c.written() } else { c.latest() };
+        c.durable(seq).await
+    }
+
+    async fn write(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> Reply) -> Result<WriteOutcome, StoreError> {
+        let (reply, change, wrote) = self.update(name, f)?;
+        self.durable(wrote).await?;
+        Ok(WriteOutcome { reply, changes: change.into_iter().collect() })
+    }
+
+    fn refused(reply: Reply) -> WriteOutcome {
+        WriteOutcome { reply, changes: Vec::new() }
+    }
+
+    /// `RESERVE name location`.
+    pub async fn reserve(&self, who: &Identity, name: &[u8], location: &[u8]) -> Result<WriteOutcome, StoreError> {
+        if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
+            return Ok(Self::refused(r));
+        }
+        self.write(name, |m, g| model::reserve(m, location, g)).await
+    }
+
+    /// `ACTIVATE name location acl`: always `OK "done"` for a location the
+    /// login may speak for.
+    pub async fn activate(&self, who: &Identity, name: &[u8], location: &[u8], acl: &[u8]) -> Result<WriteOutcome, StoreError> {
+        if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
+            return Ok(Self::refused(r));
+        }
+        let (activated, change, wrote) = self.update(name, |m, g| model::activate(m, location, acl, g))?;
+        if let Activated::Conflict(x) = activated {
+            self.inner.conflicts_seen.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                mailbox = %String::from_utf8_lossy(name),
+                effective = %String::from_utf8_lossy(&x),
+                server = %String::from_utf8_lossy(server_of(location)),
+                "conflict: two unrelated servers hold this mailbox; the first stays effective"
+            );
+        }
+        self.durable(wrote).await?;
+        Ok(WriteOutcome { reply: Reply::Done, changes: change.into_iter().collect() })
+    }
+
+    /// `DEACTIVATE name location`.
+    pub async fn deactivate(&self, who: &Identity, name: &[u8], location: &[u8]) -> Result<WriteOutcome, StoreError> {
+        if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
+            return Ok(Self::refused(r));
+        }
+        self.write(name, |m, g| model::deactivate(m, location, g)).await
+    }
+
+    /// `DELETE name`: a known identity removes its own records; an unknown
+    /// one the effective record and its group's. Always `OK "done"`.
+    pub async fn delete(&self, who: &Identity, name: &[u8]) -> Result<WriteOutcome, StoreError> {
+        match &who.servers {
+            Some(list) => self.write(name, |m, g| model::delete_known(m, list, g)).await,
+            None => self.write(name, model::delete_unknown).await,
+        }
+    }
+
+    /// FIND: at most one entry (the effective record, or none for a
+    /// backend's own replica sibling; facts model).
+    pub fn find(&self, who: &Identity, name: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let part = key::mailbox_part(name);
+        Ok(match self.load(&part)? {
+            Some(m) => model::find(&m, name, who.servers.as_deref(), &self.groups_now()),
+            None => None,
+        })
+    }
+
+    /// The effective record now (UPDATE stream flushes).
+    pub fn effective(&self, name: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let part = key::mailbox_part(name);
+        Ok(self.load(&part)?.and_then(|m| m.present(name)))
+    }
+
+    /// LIST / UPDATE dump: the effective record of every name, in order,
+    /// read straight from the store without a global lock.
+    pub fn list(&self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
+        let it = self.inner.db.scan_prefix([key::NAMES]).filter_map(|kv| {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let name = match key::name_of_part(&k[1..]) {
+                Some(n) => n,
+                None => return Some(Err(corrupt("name key without separator".into()))),
+            };
+            match Mailbox::decode(&v) {
+                Ok(m) => m.present(&name).map(Ok),
+                Err(e) => Some(Err(corrupt(e))),
+            }
+        });
+        Box::new(it)
+    }
+
+    /// `LIST "prefix"`: every record whose location starts with `prefix`,
+    /// in order; costs what its answer costs.
+    pub fn list_prefix(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
+        let servers = match prefix.iter().position(|&b| b == b'!') {
+            Some(i) => Ok(vec![prefix[..i].to_vec()]),
+            None => self.servers_with_prefix(prefix).map(|mut v| {
+                // Records of server "" have no '!' and may match as a whole.
+                if !v.iter().any(|s| s.is_empty()) {
+                    v.push(Vec::new());
+                }
+                v
+            }),
+        };
+        match servers {
+            Ok(servers) => Box::new(RecordScan::new(self.clone(), servers, prefix.to_vec())),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    /// Every server that holds a record and whose name starts with
+    /// `prefix`: one index seek per server.
+    pub fn servers_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = vec![key::SERVERS];
+        start.extend_from_slice(prefix);
+        while let Some(kv) = self.inner.db.range(start.clone()..).keys().next() {
+            let k = kv?;
+            if k.first() != Some(&key::SERVERS) {
+                break;
+            }
+            let end = k.iter().skip(1).position(|&b| b == 0).ok_or_else(|| corrupt("index key without separator".into()))?;
+            let server = &k[1..1 + end];
+            if !server.starts_with(prefix) {
+                break;
+            }
+            out.push(server.to_vec());
+            start = vec![key::SERVERS];
+            start.extend_from_slice(server);
+            start.push(1);
+        }
+        Ok(out)
+    }
+
+    /// Every record of `name`, oldest first (admin view).
+    pub fn records(&self, name: &[u8]) -> Result<Vec<RecordView>, StoreError> {
+        let part = key::mailbox_part(name);
+        Ok(self
+            .load(&part)?
+            .map(|m| {
+                m.records
+                    .iter()
+                    .map(|r| RecordView {
+                        server: r.server().to_vec(),
+                        location: r.location.clone(),
+                        state: r.state,
+                        acl: r.acl.clone(),
+                        effective: r.effective,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Every unresolved conflict, in LIST order.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
+        let groups = self.groups_now();
+        let mut out = Vec::new();
+        for k in self.inner.db.scan_prefix([key::CONFLICTS]).keys() {
+            let k = k?;
+            let part = &k[1..];
+            let name = key::name_of_part(part).ok_or_else(|| corrupt("conflict key without separator".into()))?;
+            if let Some(m) = self.load(part)? {
+                if let Some(e) = m.eff_record() {
+                    out.push(Conflict { name, effective: e.server().to_vec(), others: m.conflicting_servers(&groups) });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// ACTIVATEs that met an active record of an unrelated server since
+    /// this process started.
+    pub fn conflicts_seen(&self) -> u64 {
+        self.inner.conflicts_seen.load(Ordering::Relaxed)
+    }
+
+    /// Admin: make `server`'s record of `name` the effective one (and mark
+    /// a conflict resolved). `NO "mailbox doesn't exist"` when that server
+    /// has no record.
+    pub async fn resolve(&self, name: &[u8], server: &[u8]) -> Result<WriteOutcome, StoreError> {
+        self.write(name, |m, _| model::resolve(m, server)).await
+    }
+
+    /// Admin / `DELETE name location`: remove the record of the location's
+    /// server. `OK "done"` also when it had none.
+    pub async fn delete_record(&self, name: &[u8], location: &[u8]) -> Result<WriteOutcome, StoreError> {
+        let server = vec![server_of(location).to_vec()];
+        self.write(name, |m, g| model::delete_known(m, &server, g)).await
+    }
+
+    /// Replica groups with the primaries in effect.
+    pub fn groups(&self) -> Vec<ReplicaGroup> {
+        self.groups_now().list.clone()
+    }
+
+    /// Set (or clear) the primary of `group`, durably; the primary's
+    /// active records become effective for every name whose effective
+    /// record is in the group. Costs the primary's records (index scan).
+    pub async fn set_primary(&self, group: &str, server: Option<&[u8]>) -> Result<Vec<Change>, StoreError> {
+        let changes = {
+            let _one_at_a_time = self.inner.primary.lock().unwrap_or_else(|e| e.into_inner());
+            let groups = self.groups_now();
+            let i = groups.index_of(group).ok_or_else(|| StoreError::Invalid(format!("no replica group {group}")))?;
+            if let Some(s) = server {
+                if !groups.list[i].servers.iter().any(|x| x == s) {
+                    return Err(StoreError::Invalid(format!("{} is not in group {group}", String::from_utf8_lossy(s))));
+                }
+            }
+            let k = key::group_key(group);
+            let mut st = match self.inner.db.get(&k)? {
+                Some(v) => GroupState::decode(&v).ok_or_else(|| corrupt(format!("group {group}")))?,
+                None => GroupState::default(),
+            };
+            st.primary = server.map(<[u8]>::to_vec);
+            self.inner.db.insert(k, st.encode())?;
+            let mut list = groups.list.clone();
+            list[i].primary = st.primary.clone();
+            *self.inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Groups::new(list));
+            match server {
+                Some(p) => self.take_over_all(p)?,
+                None => Vec::new(),
+            }
+        };
+        self.durable(true).await?;
+        Ok(changes)
+    }
+
+    /// Make primary `p`'s active records effective wherever the effective
+    /// record is in its group.
+    fn take_over_all(&self, p: &[u8]) -> Result<Vec<Change>, StoreError> {
+        let start = key::server_range_start(p);
+        let mut changes = Vec::new();
+        for k in self.inner.db.scan_prefix(&start).keys() {
+            let k = k?;
+            let name = key::name_of_part(&k[start.len()..]).ok_or_else(|| corrupt("index key without separator".into()))?;
+            let ((), change, _) = self.update(&name, |m, g| model::take_over(m, p, g))?;
+            changes.extend(change);
+        }
+        Ok(changes)
+    }
+
+    /// sled's estimate of the database size on disk, bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+/// `LIST prefix`: the ordered merge of some servers' index ranges, each hit
+/// presented as that server's record.
+struct RecordScan {
+    store: Store,
+    prefix: Vec<u8>,
+    servers: Vec<Vec<u8>>,
+    iters: Vec<sled::Iter>,
+    /// (order_key 0 suffix, server index): the next key of each scan.
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    failed: Option<StoreError>,
+}
+
+impl RecordScan {
+    fn new(store: Store, servers: Vec<Vec<u8>>, prefix: Vec<u8>) -> RecordScan {
+        let iters = servers.iter().map(|s| store.inner.db.scan_prefix(key::server_range_start(s))).collect();
+        let mut scan = RecordScan { store, prefix, servers, iters, heads: BinaryHeap::new(), failed: None };
+        for i in 0..scan.servers.len() {
+            scan.advance(i);
+        }
+        scan
+    }
+
+    fn advance(&mut self, i: usize) {
+        match self.iters[i].next() {
+            Some(Ok((k, _))) => {
+                let skip = 2 + self.servers[i].len();
+                self.heads.push(Reverse((k[skip..].to_vec(), i)));
+            }
+            Some(Err(e)) => self.failed = Some(e.into()),
+            None => {}
+        }
+    }
+
+    fn entry(&self, part: &[u8], server: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let name = key::name_of_part(part).ok_or_else(|| corrupt("index key without separator".into()))?;
+        // The record may have gone since the index was read: skip it.
+        let Some(m) = self.store.load(part)? else { return Ok(None) };
+        Ok(m.find(server)
+            .map(|i| &m.records[i])
+            .filter(|r| r.location.starts_with(&self.prefix))
+            .map(|r| model::present(&name, r)))
+    }
+}
+
+impl Iterator for RecordScan {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.failed.take() {
+                self.heads.clear();
+                return Some(Err(e));
+            }
+            let Reverse((part, i)) = self.heads.pop()?;
+            self.advance(i);
+            match self.entry(&part, &self.servers[i]) {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
