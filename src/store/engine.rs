@@ -15,7 +15,7 @@ use super::{Change, Conflict, Identity, RecordView, ReplicaGroup, Reply, Store, 
 use crate::protocol::Entry;
 
 pub(crate) struct Inner {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     stripes: Box<[Mutex<()>]>,
     groups: RwLock<Arc<Groups>>,
     /// Serialises set_primary calls (each one still locks names one by one).

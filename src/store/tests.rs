@@ -783,3 +783,59 @@ mod prop {
         }
     }
 }
+
+/// Disk use per mailbox for a typical directory (run by hand:
+/// `cargo test --lib store::tests::disk_per_mailbox -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn disk_per_mailbox() {
+    const USERS: usize = 2000;
+    const BOXES: [&str; 10] = ["", ".Sent", ".Drafts", ".Trash", ".Junk", ".Archive", ".Archive.2023", ".Archive.2024", ".Lists", ".Lists.rust-users"];
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for u in (t..USERS).step_by(32) {
+                for b in BOXES {
+                    let name = format!("user.user{u:05}{b}");
+                    let acl = format!("user{u:05}\tlrswipkxtecdan\tanyone\tp\t");
+                    let loc = format!("be{}!default", u % 4 + 1);
+                    s.reserve(&admin(), name.as_bytes(), loc.as_bytes()).await.unwrap();
+                    s.activate(&admin(), name.as_bytes(), loc.as_bytes(), acl.as_bytes()).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = USERS * BOXES.len();
+    let elapsed = started.elapsed();
+    drop(s);
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    assert_eq!(list(&s).len(), n);
+    let on_disk = s.size_on_disk().unwrap();
+    let files: u64 = walk(dir.path());
+    let (mut keys, mut raw) = (0u64, 0u64);
+    for kv in s.inner.db.iter() {
+        let (k, v) = kv.unwrap();
+        keys += 1;
+        raw += (k.len() + v.len()) as u64;
+    }
+    println!("{keys} keys, raw key+value {} B/mailbox", raw / n as u64);
+    println!("{n} mailboxes, {} writes in {elapsed:?}; sled size_on_disk {} B/mailbox, files {} B/mailbox", 2 * n, on_disk / n as u64, files / n as u64);
+
+    fn walk(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() { walk(&e.path()) } else { m.len() }
+            })
+            .sum()
+    }
+}
