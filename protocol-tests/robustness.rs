@@ -171,7 +171,7 @@ async fn slow_stream_does_not_block_writers_and_overflow_closes_it() {
     let started = std::time::Instant::now();
     for i in 0..400 {
         let name = format!("user.churn.{i}").into_bytes();
-        w.run_ok(&Command::Activate { name, location: b"be1!default".to_vec(), acl: vec![b'x'; 2000] })
+        w.run_ok(&Command::Activate { name, location: b"be1!default".to_vec(), acl: vec![b'x'; 60_000] })
             .await
             .expect("writers never wait for streams");
     }

@@ -33,7 +33,9 @@ fn frame_all(chunks: &[&[u8]]) -> Framed {
                     assert!(n > 0 && n <= buf.len(), "message length within the buffer");
                     out.push(buf.drain(..n).collect());
                 }
-                Ok(Decoded::NeedMore { .. }) => break,
+                // The literal may be buffered already: decode again.
+                Ok(Decoded::NeedMore { go_ahead: true }) => continue,
+                Ok(Decoded::NeedMore { go_ahead: false }) => break,
                 Err(e) => return (out, Some(e.to_string())),
             }
             if buf.is_empty() {
@@ -55,7 +57,11 @@ pub fn command_round_trip(data: &[u8]) {
             let mut out = Vec::new();
             encode::command(&tag, &cmd, literal_plus, &mut out);
             let mut framer = Framer::new(Limits { max_line: 1 << 20, max_literal: 1 << 20, max_message: 1 << 22 });
-            let Ok(Decoded::Message(n)) = framer.decode(&out) else {
+            let mut decoded = framer.decode(&out);
+            while let Ok(Decoded::NeedMore { go_ahead: true }) = decoded {
+                decoded = framer.decode(&out);
+            }
+            let Ok(Decoded::Message(n)) = decoded else {
                 panic!("encoded command does not frame: {:?}", String::from_utf8_lossy(&out))
             };
             assert_eq!(n, out.len());

@@ -82,6 +82,8 @@ impl Session {
                     self.bad(&tag, cyrus::UNRECOGNIZED).await
                 }
             }
+            // Cyrus has no command starting with X: unknown before login.
+            Verb::Admin(_) if self.login.is_none() => self.bad(&tag, cyrus::UNRECOGNIZED).await,
             _ => {
                 let Some(login) = &self.login else {
                     return self.bad(&tag, cyrus::PLEASE_LOGIN).await;
