@@ -22,7 +22,6 @@ macro_rules! scenario {
             }
 
             #[test]
-            #[ignore = "mupdated server not yet wired"]
             fn mupdated() {
                 super::$name(MasterKind::Mupdated)
             }
