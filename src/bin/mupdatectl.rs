@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mupdated::client::{Client, ClientError};
-use mupdated::protocol::Entry;
+use mupdated::protocol::{AdminVerb, Command, Entry, Response};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Admin, replay and benchmark tool for MUPDATE servers (mupdated or Cyrus)")]
@@ -40,6 +40,123 @@ enum Cmd {
     List { prefix: Option<String> },
     /// Make a password_hash (argon2 PHC string) for the configuration; reads the password from stdin.
     HashPassword,
+    /// Every record of a mailbox (one per server), and which one clients see (mupdated admin extension).
+    Records { name: String },
+    /// Mailboxes held active by two unrelated servers.
+    Conflicts,
+    /// Resolve a conflict: make SERVER's record the one clients see.
+    Resolve {
+        name: String,
+        /// The server whose record wins.
+        #[arg(value_name = "SERVER")]
+        winner: String,
+    },
+    /// Replica groups and their primaries.
+    Groups,
+    /// Show a replica group's primary, or set it (failover): frontends are re-routed through their streams.
+    Primary {
+        group: String,
+        /// The new primary.
+        #[arg(value_name = "SERVER")]
+        primary: Option<String>,
+        /// Remove the group's primary.
+        #[arg(long, conflicts_with = "primary")]
+        clear: bool,
+    },
+    /// Delete one server's record of a mailbox (LOCATION is `server!partition`; only its server part counts).
+    DeleteRecord { name: String, location: String },
+    /// Mailboxes on which USER has rights (through USER, `anyone` and the given groups), with the rights.
+    Rights {
+        #[arg(value_name = "USER")]
+        identifier: String,
+        /// A group USER belongs to, e.g. `group:staff` (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+/// Run an admin extension and return its data lines' fields.
+async fn admin(args: &Args, verb: AdminVerb, params: Vec<&str>) -> Result<Vec<Vec<String>>, ClientError> {
+    let mut c = connect(args).await?;
+    let cmd = Command::Admin { verb, args: params.iter().map(|p| p.as_bytes().to_vec()).collect() };
+    let data = c.run_ok(&cmd).await?;
+    c.logout().await;
+    Ok(data
+        .into_iter()
+        .filter_map(|r| match r {
+            Response::Data { fields, .. } => {
+                Some(fields.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Print admin rows as JSON objects with these keys (the last key takes
+/// the remaining fields as a list when `rest` is set) or as text.
+fn print_rows(args: &Args, rows: &[Vec<String>], keys: &[&str], rest: bool) {
+    if args.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut o = serde_json::Map::new();
+                for (i, k) in keys.iter().enumerate() {
+                    if rest && i == keys.len() - 1 {
+                        o.insert(k.to_string(), serde_json::json!(r.get(i..).unwrap_or(&[]).to_vec()));
+                    } else {
+                        o.insert(k.to_string(), serde_json::json!(r.get(i).cloned().unwrap_or_default()));
+                    }
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for r in rows {
+            let fields: Vec<String> = r.iter().map(|f| mupdated::transcript::escape(f.as_bytes())).collect();
+            println!("{}", fields.join("\t"));
+        }
+    }
+}
+
+async fn run_admin(args: &Args) -> Option<ExitCode> {
+    let (verb, params, keys, rest): (AdminVerb, Vec<&str>, &[&str], bool) = match &args.command {
+        Cmd::Records { name } => (AdminVerb::Records, vec![name], &["name", "location", "state", "acl", "role"], false),
+        Cmd::Conflicts => (AdminVerb::Conflicts, vec![], &["name", "effective", "others"], true),
+        Cmd::Resolve { name, winner } => (AdminVerb::Resolve, vec![name, winner], &[], false),
+        Cmd::Groups => (AdminVerb::Groups, vec![], &["group", "primary", "servers"], true),
+        Cmd::Primary { group, primary, clear } => match (primary, clear) {
+            (Some(s), _) => (AdminVerb::Primary, vec![group, s], &[], false),
+            (None, true) => (AdminVerb::Primary, vec![group, ""], &[], false),
+            (None, false) => (AdminVerb::Primary, vec![group], &["group", "primary"], false),
+        },
+        Cmd::DeleteRecord { name, location } => (AdminVerb::DeleteRecord, vec![name, location], &[], false),
+        Cmd::Rights { identifier, groups } => {
+            let mut p = vec![identifier.as_str()];
+            p.extend(groups.iter().map(String::as_str));
+            (AdminVerb::Rights, p, &["name", "rights"], false)
+        }
+        _ => return None,
+    };
+    Some(match admin(args, verb, params).await {
+        Ok(rows) => {
+            if keys.is_empty() {
+                if args.json {
+                    println!("{}", serde_json::json!({"ok": true}));
+                }
+            } else {
+                print_rows(args, &rows, keys, rest);
+            }
+            if matches!(args.command, Cmd::Records { .. }) && rows.is_empty() {
+                if !args.json {
+                    eprintln!("mupdatectl: no such mailbox");
+                }
+                return Some(ExitCode::from(1));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    })
 }
 
 fn entry_json(e: &Entry) -> serde_json::Value {
@@ -75,6 +192,9 @@ fn fail(e: ClientError) -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    if let Some(code) = run_admin(&args).await {
+        return code;
+    }
     match &args.command {
         Cmd::HashPassword => {
             let mut line = String::new();
@@ -123,6 +243,13 @@ async fn run(args: Args) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Cmd::Records { .. }
+        | Cmd::Conflicts
+        | Cmd::Resolve { .. }
+        | Cmd::Groups
+        | Cmd::Primary { .. }
+        | Cmd::DeleteRecord { .. }
+        | Cmd::Rights { .. } => ExitCode::from(2),
         Cmd::List { prefix } => {
             let mut c = match connect(&args).await {
                 Ok(c) => c,
