@@ -90,6 +90,9 @@ fn change(name: &[u8], old: &Mailbox, new: &Mailbox) -> Option<Change> {
     Some(Change { name: name.to_vec(), servers })
 }
 
+/// A mailbox name and the rights someone has on it.
+pub type Rights = (Vec<u8>, Vec<u8>);
+
 /// The (identifier, rights) pairs of the ACL clients see for a name: the
 /// effective record's, when it is active (a reserved or moving mailbox
 /// shows no ACL). An identifier listed twice keeps its last rights, as in
@@ -121,7 +124,7 @@ impl Store {
     /// rights of `user`, `anyone` and each group, less the negative rights
     /// (`-user`, `-anyone`, `-group`). Reads only the rights index entries
     /// of those identifiers: the cost is that of the answer.
-    pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<Rights>, StoreError> {
         let mut ids: Vec<Vec<u8>> = vec![user.to_vec(), b"anyone".to_vec()];
         ids.extend(groups.iter().cloned());
         let mut acc: std::collections::BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = std::collections::BTreeMap::new();

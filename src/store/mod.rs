@@ -92,6 +92,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use engine::Rights;
 pub use model::RecordState;
 
 /// Answer to a backend login asserting a fact about a server it is not
