@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod fuzzing;
 pub mod net;
+pub mod pcap;
 pub mod protocol;
 pub mod replay;
 pub mod replication;
