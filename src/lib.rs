@@ -8,6 +8,7 @@ pub mod fuzzing;
 pub mod net;
 pub mod pcap;
 pub mod protocol;
+pub mod record;
 pub mod replay;
 pub mod replication;
 pub mod session;
