@@ -51,3 +51,4 @@ transcripts!(
 mod robustness;
 mod durability;
 mod fuzz_smoke;
+mod replay;
