@@ -54,3 +54,4 @@ mod cli;
 mod robustness;
 mod durability;
 mod fuzz_smoke;
+mod replay;

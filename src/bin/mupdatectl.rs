@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mupdated::client::{Client, ClientError};
 use mupdated::protocol::{AdminVerb, Command, Entry, Response};
+use mupdated::replay::{self, Mode};
+use mupdated::transcript::{self, Step};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Admin, replay and benchmark tool for MUPDATE servers (mupdated or Cyrus)")]
@@ -72,6 +74,41 @@ enum Cmd {
         /// A group USER belongs to, e.g. `group:staff` (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
+    },
+    /// Play recorded sessions against --server and show where the answers differ.
+    ///
+    /// A CAPTURE is a transcript (our recording proxy's files, protocol-tests
+    /// transcripts) or a tcpdump .pcap/.pcapng file (told apart by its first
+    /// bytes). Answers are compared after the normalisation of
+    /// docs/transcripts.md unless --exact. When --password (or
+    /// MUPDATE_PASSWORD) is set, every AUTHENTICATE PLAIN in the capture is
+    /// rewritten to --user/--password. Exit 0: all matched; 1: an answer
+    /// differed; 3: a capture could not be read or the server not reached.
+    Replay {
+        #[arg(required = true)]
+        captures: Vec<std::path::PathBuf>,
+        /// Compare byte for byte.
+        #[arg(long)]
+        exact: bool,
+        /// Server port in packet captures (else the side that greets with `* OK MUPDATE`).
+        #[arg(long, default_value_t = mupdated::pcap::MUPDATE_PORT)]
+        port: u16,
+        /// Milliseconds to wait for each expected answer.
+        #[arg(long, default_value_t = 5000)]
+        wait_ms: u64,
+        /// Print each capture as a transcript instead of playing it.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Record sessions: listen, forward each connection to --upstream and
+    /// write one transcript per connection into --out, until Ctrl-C.
+    Record {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -191,11 +228,124 @@ fn fail(e: ClientError) -> ExitCode {
     }
 }
 
+/// One capture file as transcript steps, and its transcript text.
+fn load_capture(path: &std::path::Path, port: u16) -> Result<(Vec<Step>, String), String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    if mupdated::pcap::is_capture(&data) {
+        let capture = mupdated::pcap::read(&data, port).map_err(|e| e.to_string())?;
+        if capture.connections.is_empty() {
+            return Err(format!(
+                "no MUPDATE connection (port {port} or a `* OK MUPDATE` greeting) among {} TCP connections",
+                capture.skipped_connections
+            ));
+        }
+        for c in capture.connections.iter().filter(|c| c.missing_bytes > 0) {
+            eprintln!("mupdatectl: {}: @{}: {} bytes were not captured", path.display(), c.name, c.missing_bytes);
+        }
+        Ok((capture.steps(), capture.to_transcript()))
+    } else {
+        let text = String::from_utf8(data).map_err(|_| "neither a packet capture nor a UTF-8 transcript".to_string())?;
+        let steps = transcript::parse(&text).map_err(|e| e.to_string())?;
+        Ok((steps, text))
+    }
+}
+
+/// `mupdatectl replay`: exit 0 all matched, 1 some answer differs, 3 unreadable/unreachable.
+async fn replay_captures(args: &Args, captures: &[std::path::PathBuf], mode: Mode, port: u16, wait: Duration, dump: bool) -> ExitCode {
+    let mut worst = 0u8;
+    let mut json = Vec::new();
+    for path in captures {
+        let name = path.display().to_string();
+        let (mut steps, text) = match load_capture(path, port) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mupdatectl: {name}: {e}");
+                worst = 3;
+                continue;
+            }
+        };
+        if dump {
+            print!("{text}");
+            continue;
+        }
+        if !args.password.is_empty() {
+            replay::substitute_plain_credentials(&mut steps, &args.user, &args.password);
+        }
+        let report = replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await;
+        let mut conns: Vec<&str> = Vec::new();
+        for s in &steps {
+            if let Step::Send { conn, .. } | Step::Expect { conn, .. } | Step::Close { conn } | Step::Eof { conn } = s {
+                if !conns.contains(&conn.as_str()) {
+                    conns.push(conn);
+                }
+            }
+        }
+        let code = if report.unreachable() {
+            3
+        } else if report.matched() {
+            0
+        } else {
+            1
+        };
+        worst = worst.max(code);
+        if args.json {
+            let diffs: Vec<_> = report
+                .differences
+                .iter()
+                .map(|d| serde_json::json!({"step": d.step + 1, "conn": d.conn, "expected": d.expected, "actual": d.actual}))
+                .collect();
+            json.push(serde_json::json!({"capture": name, "steps": report.steps, "matched": report.matched(), "differences": diffs}));
+            continue;
+        }
+        let verdict = match code {
+            0 => "matched",
+            1 => "differs",
+            _ => "server not reached",
+        };
+        println!("{name}: {verdict} ({} steps, {} connections)", report.steps, conns.len());
+        for conn in conns {
+            let n = report.differences.iter().filter(|d| d.conn == conn).count();
+            if n > 0 {
+                println!("  @{conn}: {n} differences");
+            }
+        }
+        if !report.matched() {
+            for l in report.render().lines() {
+                println!("    {l}");
+            }
+        }
+    }
+    if args.json && !dump {
+        println!("{}", serde_json::Value::Array(json));
+    }
+    ExitCode::from(worst)
+}
+
+/// `mupdatectl record`: the recording proxy until Ctrl-C.
+async fn record(listen: std::net::SocketAddr, upstream: &str, out: &std::path::Path) -> ExitCode {
+    eprintln!("mupdatectl: recording {listen} -> {upstream} into {}; Ctrl-C stops", out.display());
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match mupdated::record::run_proxy(listen, upstream.to_string(), out.to_path_buf(), stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mupdatectl: record: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
     if let Some(code) = run_admin(&args).await {
         return code;
     }
     match &args.command {
+        Cmd::Replay { captures, exact, port, wait_ms, dump } => {
+            let mode = if *exact { Mode::Exact } else { Mode::Normalized };
+            replay_captures(&args, captures, mode, *port, Duration::from_millis(*wait_ms), *dump).await
+        }
+        Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
