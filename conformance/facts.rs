@@ -91,6 +91,15 @@ impl FactsMurder {
     }
 }
 
+/// Replica group `pair-1`: the first two backends, the first primary.
+fn pair_of_first_two(servers: &[String]) -> Vec<Group> {
+    vec![Group {
+        name: "pair-1".into(),
+        servers: servers[..2].to_vec(),
+        primary: Some(servers[0].clone()),
+    }]
+}
+
 #[track_caller]
 fn find(mu: &mut Mupdate, name: &str) -> Option<Entry> {
     mu.find(name).unwrap_or_else(|e| panic!("FIND {name}: {e}"))
@@ -176,21 +185,10 @@ fn assert_ctl_ok(f: &crate::harness::process::Finished, what: &str) {
 
 #[test]
 fn replica_pair_and_failover() {
-    let m = FactsMurder::start(
-        &["a", "b"],
-        |s| {
-            vec![Group {
-                name: "pair-1".into(),
-                servers: s.to_vec(),
-                primary: Some(s[0].clone()),
-            }]
-        },
-        true,
-    );
+    let m = FactsMurder::start(&["a", "b"], pair_of_first_two, true);
     let (a, b, fe) = (&m.backends[0], &m.backends[1], m.frontend());
     let (on_a, on_b) = (a.location("default"), b.location("default"));
-    let sync_port = add_sync_server(b);
-    point_sync_client(a, sync_port);
+    point_sync_client(a, add_sync_server(b));
 
     // A user's mailbox on the primary; the admin gets rights to use it.
     let x = "user.x";
@@ -408,5 +406,75 @@ fn conflict_between_unrelated_backends() {
     assert!(id.list().iter().any(|n| n == z), "D kept its copy");
     ic.logout();
     id.logout();
+    let _ = mu.logout();
+}
+
+// ---------------------------------------------------------------------------
+// A delayed DELETE on the primary, then replicated: the name disappears
+// for clients at once (the replica's shadow is not promoted), and the
+// replica's own DELETE later removes its shadow.
+
+#[test]
+fn replica_follows_delayed_delete() {
+    let m = FactsMurder::start(&["a", "b"], pair_of_first_two, false);
+    let (a, b) = (&m.backends[0], &m.backends[1]);
+    let (on_a, on_b) = (a.location("default"), b.location("default"));
+    point_sync_client(a, add_sync_server(b));
+    let sub = "user.y.sub";
+    let mut ia = a.imap();
+    ia.create("user.y", None).assert_ok();
+    ia.create(sub, None).assert_ok();
+    // Admins need the x right to delete a user's mailbox.
+    ia.setacl(sub, ADMIN, "x").assert_ok();
+    assert_ctl_ok(&sync_client(a, &["-u", "y"]), "sync_client -u y");
+    assert_eq!(
+        records(&m.master, sub),
+        vec![
+            rec(&on_a, "active", "effective"),
+            rec(&on_b, "active", "shadow")
+        ]
+    );
+
+    // delete_mode delayed: A renames it to DELETED.user.y.sub.<hex>, i.e.
+    // DELETE user.y.sub (removes A's record only), RESERVE + ACTIVATE of
+    // the new name at "A!".
+    ia.delete(sub).assert_ok();
+    let mut mu = m.master.login();
+    assert_eq!(find(&mut mu, sub), None, "B's shadow is not promoted");
+    assert_eq!(listed(&mut mu, sub), vec![]);
+    assert_eq!(
+        records(&m.master, sub),
+        vec![rec(&on_b, "active", "shadow")]
+    );
+    let tombstone = mu
+        .list(None)
+        .expect("LIST")
+        .into_iter()
+        .find(|e| e.name.starts_with("DELETED.user.y.sub."))
+        .expect("the DELETED.* name");
+    assert_eq!(tombstone.location, a.location(""));
+
+    // Replication renames B's copy the same way: B's DELETE removes its
+    // shadow, its DELETED.* copy becomes a shadow of A's.
+    let r = sync_client(a, &["-u", "y"]);
+    assert_ctl_ok(&r, "sync_client -u y");
+    assert!(r.stdout.contains("RENAME"), "sync_client: {}", r.stdout);
+    assert_eq!(
+        m.master.ctl(&["records", sub]).status.code(),
+        Some(1),
+        "no record of {sub} is left"
+    );
+    assert_eq!(
+        records(&m.master, &tombstone.name),
+        vec![
+            rec(&a.location(""), "active", "effective"),
+            rec(&on_b, "active", "shadow")
+        ]
+    );
+    assert_eq!(find(&mut mu, &tombstone.name), Some(tombstone.clone()));
+    let dry = b.ctl_mboxlist(&["-m", "-w"]);
+    assert_ctl_ok(&dry, "ctl_mboxlist -m -w on B");
+    assert_eq!(dry.stdout.trim(), "", "a push from B changes nothing");
+    ia.logout();
     let _ = mu.logout();
 }
