@@ -314,6 +314,15 @@ fn replica_pair_and_failover() {
     f.logout();
     assert_eq!((exists_on(a, x), exists_on(b, x)), (1, 3));
     assert_eq!(fe.pid(), fe_pid, "the frontend was not restarted");
+    // The former primary keeps its copy: its own facts still list it, so a
+    // push from A is silent (no "Remove Local Mailbox").
+    let dry = a.ctl_mboxlist(&["-m", "-w"]);
+    assert_ctl_ok(&dry, "ctl_mboxlist -m -w on A");
+    assert!(
+        !dry.stdout.contains(x),
+        "ctl_mboxlist -m -w on A after failover: {}",
+        dry.stdout
+    );
     ia.logout();
     let _ = mu.logout();
 }
