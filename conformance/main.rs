@@ -4,4 +4,5 @@
 //! See conformance/README.md.
 
 mod harness;
+mod facts;
 mod scenarios;

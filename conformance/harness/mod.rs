@@ -19,6 +19,7 @@ pub mod mupdate;
 pub mod murder;
 pub mod ports;
 pub mod process;
+pub mod replication;
 pub mod wait;
 pub mod wire;
 
