@@ -40,6 +40,8 @@ enum Cmd {
     List { prefix: Option<String> },
     /// Make a password_hash (argon2 PHC string) for the configuration; reads the password from stdin.
     HashPassword,
+    /// Benchmark the server: backend churn, bulk load, FIND, LIST, UPDATE, propagation, stalled subscriber.
+    Bench(mupdated::bench::BenchArgs),
 }
 
 fn entry_json(e: &Entry) -> serde_json::Value {
@@ -76,6 +78,10 @@ fn fail(e: ClientError) -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     match &args.command {
+        Cmd::Bench(bench) => {
+            let bench = mupdated::bench::BenchArgs { json: args.json, timeout: args.timeout, ..bench.clone() };
+            mupdated::bench::run(&args.server, &args.user, &args.password, &bench).await
+        }
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
