@@ -118,6 +118,11 @@ pub struct BenchArgs {
     /// Seconds of each stalled-subscriber churn run (without, then with the stalled subscriber).
     #[arg(long, default_value_t = 5.0)]
     pub stalled_seconds: f64,
+    /// MiB of stream data to push at the stalled subscriber before its churn run
+    /// (ACTIVATEs of a few names with 32 KiB ACLs, deleted afterwards), so that the
+    /// server's send buffer for it is full whatever the directory size; 0: none.
+    #[arg(long, default_value_t = 8)]
+    pub stalled_fill_mib: usize,
     /// PID of the server process (same machine): report its CPU seconds per phase and peak RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -154,6 +159,7 @@ impl Default for BenchArgs {
             propagation_wait: 8.0,
             stalled_concurrency: 8,
             stalled_seconds: 5.0,
+            stalled_fill_mib: 8,
             server_pid: None,
             data_dir: None,
             seed: 1,
@@ -291,6 +297,13 @@ pub struct StalledReport {
     pub drop_percent: f64,
     /// Whether the server still had the stalled connection open at the end.
     pub stalled_connection_open: bool,
+    /// Stream bytes pushed at the stalled subscriber before its run (`--stalled-fill-mib`).
+    pub fill_bytes: u64,
+    /// Seconds the fill writes took to be answered.
+    pub fill_seconds: f64,
+    /// Why the fill failed (a server that blocks every writer on one stalled stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -539,7 +552,11 @@ async fn load(ctx: &Ctx<'_>, names: &Arc<Vec<(String, String)>>) -> Result<LoadR
     let start = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..report.connections {
-        let mut c = ctx.login().await.map_err(|e| err("load", e))?;
+        // A server may serve pipelined connections unfairly (Cyrus's worker
+        // threads do): one connection can wait long for its next OK while
+        // the others progress. Only a much longer silence is a failure.
+        let (mut c, _) = Client::connect(ctx.server, ctx.timeout * 10).await.map_err(|e| err("load", e))?;
+        c.authenticate(ctx.user, ctx.password).await.map_err(|e| err("load", e))?;
         let names = names.clone();
         let done = done.clone();
         let (conns, batch) = (report.connections, report.batch);
@@ -960,7 +977,17 @@ async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
     eprintln!("  stalled: baseline churn at concurrency {c}");
     let baseline = churn_level(ctx, c, a.stalled_seconds, &format!("s{}a", ctx.run)).await;
     let stream = stalled_subscriber(ctx).await?;
-    eprintln!("  stalled: churn at concurrency {c} with a subscriber that never reads");
+    let fill: Vec<String> = (0..(a.stalled_fill_mib * 32)).map(|i| format!("user.s{}f{i:04}", ctx.run)).collect();
+    let t_fill = Instant::now();
+    let (fill_bytes, fill_error) = match fill_stream(ctx, &fill).await {
+        Ok(b) => (b, None),
+        Err(e) => {
+            eprintln!("  {e}");
+            (0, Some(e))
+        }
+    };
+    let fill_seconds = t_fill.elapsed().as_secs_f64();
+    eprintln!("  stalled: churn at concurrency {c} with a subscriber that never reads ({fill_bytes} bytes pushed at it first)");
     let stalled = churn_level(ctx, c, a.stalled_seconds, &format!("s{}b", ctx.run)).await;
     // Still open? A peek that would block means open; 0 bytes means closed.
     let mut probe = [0u8; 1];
@@ -970,12 +997,70 @@ async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
         Ok(Err(_)) => false,
     };
     drop(stream);
+    if let Err(e) = clean_fill(ctx, &fill).await {
+        eprintln!("  {e}");
+    }
     let drop_percent = if baseline.tx_per_s > 0.0 {
         (1.0 - stalled.tx_per_s / baseline.tx_per_s) * 100.0
     } else {
         0.0
     };
-    Ok(StalledReport { concurrency: c, baseline, stalled, drop_percent, stalled_connection_open: open })
+    Ok(StalledReport {
+        concurrency: c,
+        baseline,
+        stalled,
+        drop_percent,
+        stalled_connection_open: open,
+        fill_bytes,
+        fill_seconds,
+        fill_error,
+    })
+}
+
+/// Size of one fill ACL: well under Cyrus's 128 KiB string limit.
+const FILL_ACL_BYTES: usize = 32 * 1024;
+
+/// ACTIVATE the fill names with big ACLs (pipelined): every one becomes a
+/// 32 KiB MAILBOX line queued for the stalled subscriber. Returns the bytes.
+async fn fill_stream(ctx: &Ctx<'_>, names: &[String]) -> Result<u64, String> {
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let mut c = ctx.login().await.map_err(|e| err("stalled fill", e))?;
+    let mut bytes = 0u64;
+    for chunk in names.chunks(32) {
+        let mut out = Vec::new();
+        for (i, name) in chunk.iter().enumerate() {
+            let unit = format!("{}\tlrs\t", &name[5..]);
+            let acl = unit.repeat(FILL_ACL_BYTES / unit.len());
+            bytes += (name.len() + acl.len() + 32) as u64;
+            let cmd = Command::Activate {
+                name: name.as_bytes().to_vec(),
+                location: location(0).into_bytes(),
+                acl: acl.into_bytes(),
+            };
+            encode::command(format!("F{i}").as_bytes(), &cmd, true, &mut out);
+        }
+        c.send_raw(&out).await.map_err(|e| err("stalled fill", e))?;
+        for _ in chunk {
+            expect_ok(&mut c).await.map_err(|e| err("stalled fill", e))?;
+        }
+    }
+    c.logout().await;
+    Ok(bytes)
+}
+
+/// DELETE the fill names again (the stalled subscriber is gone by now).
+async fn clean_fill(ctx: &Ctx<'_>, names: &[String]) -> Result<(), String> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut c = ctx.login().await.map_err(|e| err("stalled cleanup", e))?;
+    for name in names {
+        c.run_ok(&Command::Delete { name: name.as_bytes().to_vec() }).await.map_err(|e| err("stalled cleanup", e))?;
+    }
+    c.logout().await;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- driver
