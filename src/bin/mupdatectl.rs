@@ -41,7 +41,7 @@ enum Cmd {
     /// Make a password_hash (argon2 PHC string) for the configuration; reads the password from stdin.
     HashPassword,
     /// Benchmark the server: backend churn, bulk load, FIND, LIST, UPDATE, propagation, stalled subscriber.
-    Bench(mupdated::bench::BenchArgs),
+    Bench(Box<mupdated::bench::BenchArgs>),
 }
 
 fn entry_json(e: &Entry) -> serde_json::Value {
@@ -79,7 +79,7 @@ fn fail(e: ClientError) -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     match &args.command {
         Cmd::Bench(bench) => {
-            let bench = mupdated::bench::BenchArgs { json: args.json, timeout: args.timeout, ..bench.clone() };
+            let bench = mupdated::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
             mupdated::bench::run(&args.server, &args.user, &args.password, &bench).await
         }
         Cmd::HashPassword => {
