@@ -974,6 +974,10 @@ async fn stalled_subscriber(ctx: &Ctx<'_>) -> Result<tokio::net::TcpStream, Stri
 async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
     let a = ctx.args;
     let c = a.stalled_concurrency.max(1);
+    // Warm up first: a server that has been idle (Cyrus trims its worker
+    // threads) is slower for a second or two, which would skew the baseline.
+    eprintln!("  stalled: warm-up churn at concurrency {c}");
+    churn_level(ctx, c, 1.0, &format!("s{}w", ctx.run)).await;
     eprintln!("  stalled: baseline churn at concurrency {c}");
     let baseline = churn_level(ctx, c, a.stalled_seconds, &format!("s{}a", ctx.run)).await;
     let stream = stalled_subscriber(ctx).await?;
