@@ -110,6 +110,8 @@ enum Cmd {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Benchmark the server: backend churn, bulk load, FIND, LIST, UPDATE, propagation, stalled subscriber.
+    Bench(Box<mupdated::bench::BenchArgs>),
 }
 
 /// Run an admin extension and return its data lines' fields.
@@ -346,6 +348,10 @@ async fn run(args: Args) -> ExitCode {
             replay_captures(&args, captures, mode, *port, Duration::from_millis(*wait_ms), *dump).await
         }
         Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
+        Cmd::Bench(bench) => {
+            let bench = mupdated::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
+            mupdated::bench::run(&args.server, &args.user, &args.password, &bench).await
+        }
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
