@@ -50,6 +50,7 @@ transcripts!(
     admin,
 );
 
+mod bench_smoke;
 mod cli;
 mod robustness;
 mod durability;
