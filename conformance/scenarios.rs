@@ -10,30 +10,14 @@ use std::time::Duration;
 use crate::harness::mupdate::{Entry, Kind, Mupdate};
 use crate::harness::{wait, MasterKind, Murder};
 
-/// Instantiates a scenario function for each kind of master.
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use crate::harness::MasterKind;
+mod consistency;
+mod lifecycle;
 
-            #[test]
-            fn cyrus_master() {
-                super::$name(MasterKind::Cyrus)
-            }
+// ---------------------------------------------------------------------------
+// e. A murder's whole life over IMAP (scenarios/lifecycle.rs).
 
-            #[test]
-            fn mupdated() {
-                super::$name(MasterKind::Mupdated)
-            }
-
-            #[test]
-            #[ignore = "needs MUPDATE_MASTER=host:port"]
-            fn external_master() {
-                super::$name(MasterKind::External)
-            }
-        }
-    };
-}
+use lifecycle::imap_lifecycle;
+scenario!(imap_lifecycle);
 
 /// ACL Cyrus 3.6 gives a new user mailbox: the owner with all rights.
 fn owner_acl(uid: &str) -> String {

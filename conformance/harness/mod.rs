@@ -19,8 +19,9 @@ pub mod mupdate;
 pub mod murder;
 pub mod ports;
 pub mod process;
+pub mod recorder;
 pub mod wait;
 pub mod wire;
 
 pub use master::MasterKind;
-pub use murder::Murder;
+pub use murder::{Murder, Options};
