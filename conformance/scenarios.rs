@@ -11,7 +11,26 @@ use crate::harness::mupdate::{Entry, Kind, Mupdate};
 use crate::harness::{wait, MasterKind, Murder};
 
 mod consistency;
+mod faults;
 mod lifecycle;
+
+// ---------------------------------------------------------------------------
+// f. Master outages while the frontend streams (scenarios/faults.rs):
+// a master started for the test only (it is killed).
+
+mod master_outages {
+    use crate::harness::MasterKind;
+
+    #[test]
+    fn cyrus_master() {
+        super::faults::master_outages(MasterKind::Cyrus)
+    }
+
+    #[test]
+    fn mupdated() {
+        super::faults::master_outages(MasterKind::Mupdated)
+    }
+}
 
 // ---------------------------------------------------------------------------
 // e. A murder's whole life over IMAP (scenarios/lifecycle.rs).
