@@ -111,3 +111,44 @@ fn kill_9(d: &mut Daemon) {
     d.0.kill().expect("kill -9");
     let _ = d.0.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_says_bye_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("mupdated.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = start(&config, &addr).await;
+    let (mut c, _) = Client::connect(&addr, Duration::from_secs(5)).await.unwrap();
+    c.authenticate("mupdater", "secret").await.unwrap();
+    c.run_ok(&Command::Activate { name: b"user.a".to_vec(), location: b"be1!p".to_vec(), acl: vec![] }).await.unwrap();
+    c.run_ok(&Command::Update { hosts: vec![] }).await.unwrap();
+    let pid = daemon.0.id().to_string();
+    let st = Process::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+    match c.read_response().await {
+        Ok(mupdated::protocol::Response::Bye { text }) => assert_eq!(text, b"server shutting down"),
+        other => panic!("expected a BYE, got {other:?}"),
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = daemon.0.wait();
+        (s, daemon)
+    })
+    .await
+    .unwrap()
+    .0
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // The data is there after a clean stop.
+    let _daemon = start(&config, &addr).await;
+    let (mut c, _) = Client::connect(&addr, Duration::from_secs(5)).await.unwrap();
+    c.authenticate("mupdater", "secret").await.unwrap();
+    assert!(c.find(b"user.a").await.unwrap().is_some());
+}

@@ -2,7 +2,8 @@
 //! byte for byte against an in-process mupdated with a fresh database.
 //! Format: src/transcript.rs. Users of the test server:
 //! `mupdater`/`secret` (admin), `be1`/`be1pw` (backend of server be1),
-//! `be2`/`be2pw` (backend of be2), `fe`/`fepw` (reader).
+//! `be2`/`be2pw` (backend of be2), `be1a`/`be1apw` and `be1b`/`be1bpw`
+//! (backends of be1a and be1b), `fe`/`fepw` (reader).
 
 mod server;
 
@@ -46,8 +47,11 @@ transcripts!(
     partial_update,
     roles,
     limits,
+    admin,
 );
 
+mod cli;
 mod robustness;
 mod durability;
 mod fuzz_smoke;
+mod replay;

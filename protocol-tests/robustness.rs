@@ -180,3 +180,24 @@ async fn slow_stream_does_not_block_writers_and_overflow_closes_it() {
     assert!(eof, "a stream that falls behind is closed, not buffered without bound");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_time_out_with_a_bye() {
+    let server = TestServer::start_with("login_timeout = 1\nidle_timeout = 2").await;
+    let addr = server.addr();
+    // Not logged in: login_timeout.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (got, eof) = drain(&mut s, WAIT).await;
+    assert!(eof && String::from_utf8_lossy(&got).ends_with("* BYE \"idle timeout\"\r\n"), "{got:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Logged in: idle_timeout, counted from the last command.
+    let mut c = admin(&addr).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.run_ok(&Command::Noop).await.expect("still open after 1.2 s");
+    match c.read_response().await {
+        Ok(Response::Bye { text }) => assert_eq!(text, b"idle timeout"),
+        other => panic!("expected BYE, got {other:?}"),
+    }
+    server.stop().await;
+}

@@ -30,6 +30,18 @@ role = "backend"
 servers = ["be2"]
 
 [[users]]
+name = "be1a"
+password = "be1apw"
+role = "backend"
+servers = ["be1a"]
+
+[[users]]
+name = "be1b"
+password = "be1bpw"
+role = "backend"
+servers = ["be1b"]
+
+[[users]]
 name = "fe"
 password = "fepw"
 role = "reader"
@@ -50,11 +62,13 @@ impl TestServer {
     /// Start with extra top-level configuration keys prepended.
     pub async fn start_with(extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir, extra).await
+        Self::start_in(dir, extra, "").await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
-        let mut config = Config::parse(&format!("{extra}\n{CONFIG}")).expect("test config");
+    /// Start with top-level keys before and tables (`[[replica_groups]]`)
+    /// after the common configuration.
+    pub async fn start_in(dir: tempfile::TempDir, head: &str, tail: &str) -> TestServer {
+        let mut config = Config::parse(&format!("{head}\n{CONFIG}\n{tail}")).expect("test config");
         config.data_dir = dir.path().join("data");
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addrs()[0];

@@ -188,10 +188,8 @@ impl Config {
                     return invalid(format!("users: {:?} has both password and password_hash", u.name))
                 }
                 (None, None) => return invalid(format!("users: {:?} needs password or password_hash", u.name)),
-                (None, Some(h)) => {
-                    if argon2::PasswordHash::new(h).is_err() {
-                        return invalid(format!("users: {:?}: password_hash is not a PHC string", u.name));
-                    }
+                (None, Some(h)) if argon2::PasswordHash::new(h).is_err() => {
+                    return invalid(format!("users: {:?}: password_hash is not a PHC string", u.name));
                 }
                 _ => {}
             }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::protocol::{encode, parse, Decoded, Framer, Limits, Response};
+use base64::Engine;
+
+use crate::protocol::{encode, parse, Command, Decoded, Framer, Limits, Line, Response, Verb};
 use crate::transcript::{escape, Step};
 
 /// How answers are compared.
@@ -42,9 +44,18 @@ pub struct Report {
     pub differences: Vec<Difference>,
 }
 
+/// `Difference::expected` when the server could not be reached at all.
+pub const NO_CONNECTION: &str = "a connection";
+
 impl Report {
     pub fn matched(&self) -> bool {
         self.differences.is_empty()
+    }
+
+    /// Whether the replay stopped because a connection could not be made
+    /// (as opposed to the server answering differently).
+    pub fn unreachable(&self) -> bool {
+        self.differences.iter().any(|d| d.expected == NO_CONNECTION)
     }
 
     /// A readable diff, `-` expected, `+` actual.
@@ -147,7 +158,7 @@ pub async fn play(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: D
                         Ok(Err(e)) => e.to_string(),
                         _ => "timeout".into(),
                     };
-                    report.differences.push(Difference { step: i, conn, expected: "a connection".into(), actual: err });
+                    report.differences.push(Difference { step: i, conn, expected: NO_CONNECTION.into(), actual: err });
                     return report;
                 }
             }
@@ -271,4 +282,117 @@ async fn expect_normalized(peer: &mut Peer, expected: &[u8], wait: Duration) -> 
 fn escape_lines(bytes: &[u8]) -> String {
     let s = escape(bytes);
     s.replace("\\n", "\\n\n").trim_end().to_string()
+}
+
+/// Rewrite the credentials of every AUTHENTICATE PLAIN in the client bytes
+/// to `user`/`password`, so a session recorded with one account (Cyrus's
+/// `mupdater`/`secret`) replays against a server with another. Both the
+/// initial response (`A01 AUTHENTICATE "PLAIN" {32+}` + base64, or a quoted
+/// one) and the answer line after a bare `AUTHENTICATE "PLAIN"` are
+/// rewritten; a non-empty authorization identity becomes `user` as well.
+/// The command keeps its tag and string form (literal or quoted). A command
+/// split across client chunks (a synchronising `{n}` literal, which waits
+/// for `+ go ahead`) is left as recorded. Returns how many were rewritten.
+pub fn substitute_plain_credentials(steps: &mut [Step], user: &str, password: &str) -> usize {
+    let mut rewritten = 0;
+    // Connections whose next client message answers a bare AUTHENTICATE PLAIN.
+    let mut awaiting: Vec<String> = Vec::new();
+    let credentials = |old: &[u8]| -> Vec<u8> {
+        let authz: &[u8] = if old.first() == Some(&0) || old.is_empty() { b"" } else { user.as_bytes() };
+        [authz, b"\0", user.as_bytes(), b"\0", password.as_bytes()].concat()
+    };
+    for step in steps.iter_mut() {
+        let Step::Send { conn, bytes } = step else { continue };
+        let mut framer = Framer::new(Limits { max_line: usize::MAX / 4, max_literal: usize::MAX / 4, max_message: usize::MAX / 4 });
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = match framer.decode(&bytes[at..]) {
+                Ok(Decoded::Message(n)) => n,
+                Ok(Decoded::NeedMore { go_ahead: true }) => continue,
+                _ => break,
+            };
+            let msg = &bytes[at..at + n];
+            at += n;
+            if let Some(i) = awaiting.iter().position(|c| c == conn) {
+                awaiting.remove(i);
+                if let parse::AuthAnswer::Data(old) = parse::parse_auth_answer(msg) {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(credentials(&old));
+                    out.extend_from_slice(b64.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    rewritten += 1;
+                    continue;
+                }
+            } else if let Line::Command {
+                tag,
+                verb: Verb::Authenticate,
+                args: Ok(Command::Authenticate { mechanism, initial_response }),
+            } = parse::parse_line(msg)
+            {
+                if mechanism.eq_ignore_ascii_case(b"PLAIN") {
+                    match initial_response {
+                        Some(old) => {
+                            let cmd = Command::Authenticate { mechanism, initial_response: Some(credentials(&old)) };
+                            encode::command(&tag, &cmd, msg.contains(&b'{'), &mut out);
+                            rewritten += 1;
+                            continue;
+                        }
+                        None => awaiting.push(conn.clone()),
+                    }
+                }
+            }
+            out.extend_from_slice(msg);
+        }
+        out.extend_from_slice(&bytes[at..]);
+        *bytes = out;
+    }
+    rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::parse as parse_transcript;
+
+    fn sent(steps: &[Step]) -> Vec<u8> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn plain_credentials_are_rewritten_in_every_form() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // Cyrus's form: {n+} literal, then more commands in the same chunk.
+        let cyrus = format!(
+            "C: A01 AUTHENTICATE \"PLAIN\" {{32+}}\\r\\n{}\\r\\nN1 NOOP\\r\\n\n",
+            b64("mupdater\0mupdater\0secret")
+        );
+        let mut steps = parse_transcript(&cyrus).unwrap();
+        assert_eq!(substitute_plain_credentials(&mut steps, "admin", "pw"), 1);
+        let want = format!("A01 AUTHENTICATE \"PLAIN\" {{20+}}\r\n{}\r\nN1 NOOP\r\n", b64("admin\0admin\0pw"));
+        assert_eq!(String::from_utf8(sent(&steps)).unwrap(), want);
+
+        // Quoted initial response, empty authorization identity kept empty.
+        let quoted = format!("@x C: T1 authenticate \"plain\" \"{}\"\\r\\n\n", b64("\0u\0p"));
+        let mut steps = parse_transcript(&quoted).unwrap();
+        assert_eq!(substitute_plain_credentials(&mut steps, "admin", "pw"), 1);
+        let want = format!("T1 AUTHENTICATE \"plain\" \"{}\"\r\n", b64("\0admin\0pw"));
+        assert_eq!(String::from_utf8(sent(&steps)).unwrap(), want);
+
+        // No initial response: the answer line after `+ ""` is rewritten.
+        let bare = format!(
+            "C: A AUTHENTICATE \"PLAIN\"\\r\\n\nS: + \"\"\\r\\n\nC: {}\\r\\n\nS: A OK \"Authenticated\"\\r\\n\nC: B AUTHENTICATE \"X\"\\r\\n\n",
+            b64("u\0u\0p")
+        );
+        let mut steps = parse_transcript(&bare).unwrap();
+        assert_eq!(substitute_plain_credentials(&mut steps, "admin", "pw"), 1);
+        let want = format!("A AUTHENTICATE \"PLAIN\"\r\n{}\r\nB AUTHENTICATE \"X\"\r\n", b64("admin\0admin\0pw"));
+        assert_eq!(String::from_utf8(sent(&steps)).unwrap(), want);
+    }
 }

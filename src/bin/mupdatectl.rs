@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mupdated::client::{Client, ClientError};
-use mupdated::protocol::Entry;
+use mupdated::protocol::{AdminVerb, Command, Entry, Response};
+use mupdated::replay::{self, Mode};
+use mupdated::transcript::{self, Step};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Admin, replay and benchmark tool for MUPDATE servers (mupdated or Cyrus)")]
@@ -40,6 +42,158 @@ enum Cmd {
     List { prefix: Option<String> },
     /// Make a password_hash (argon2 PHC string) for the configuration; reads the password from stdin.
     HashPassword,
+    /// Every record of a mailbox (one per server), and which one clients see (mupdated admin extension).
+    Records { name: String },
+    /// Mailboxes held active by two unrelated servers.
+    Conflicts,
+    /// Resolve a conflict: make SERVER's record the one clients see.
+    Resolve {
+        name: String,
+        /// The server whose record wins.
+        #[arg(value_name = "SERVER")]
+        winner: String,
+    },
+    /// Replica groups and their primaries.
+    Groups,
+    /// Show a replica group's primary, or set it (failover): frontends are re-routed through their streams.
+    Primary {
+        group: String,
+        /// The new primary.
+        #[arg(value_name = "SERVER")]
+        primary: Option<String>,
+        /// Remove the group's primary.
+        #[arg(long, conflicts_with = "primary")]
+        clear: bool,
+    },
+    /// Delete one server's record of a mailbox (LOCATION is `server!partition`; only its server part counts).
+    DeleteRecord { name: String, location: String },
+    /// Mailboxes on which USER has rights (through USER, `anyone` and the given groups), with the rights.
+    Rights {
+        #[arg(value_name = "USER")]
+        identifier: String,
+        /// A group USER belongs to, e.g. `group:staff` (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Play recorded sessions against --server and show where the answers differ.
+    ///
+    /// A CAPTURE is a transcript (our recording proxy's files, protocol-tests
+    /// transcripts) or a tcpdump .pcap/.pcapng file (told apart by its first
+    /// bytes). Answers are compared after the normalisation of
+    /// docs/transcripts.md unless --exact. When --password (or
+    /// MUPDATE_PASSWORD) is set, every AUTHENTICATE PLAIN in the capture is
+    /// rewritten to --user/--password. Exit 0: all matched; 1: an answer
+    /// differed; 3: a capture could not be read or the server not reached.
+    Replay {
+        #[arg(required = true)]
+        captures: Vec<std::path::PathBuf>,
+        /// Compare byte for byte.
+        #[arg(long)]
+        exact: bool,
+        /// Server port in packet captures (else the side that greets with `* OK MUPDATE`).
+        #[arg(long, default_value_t = mupdated::pcap::MUPDATE_PORT)]
+        port: u16,
+        /// Milliseconds to wait for each expected answer.
+        #[arg(long, default_value_t = 5000)]
+        wait_ms: u64,
+        /// Print each capture as a transcript instead of playing it.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Record sessions: listen, forward each connection to --upstream and
+    /// write one transcript per connection into --out, until Ctrl-C.
+    Record {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Run an admin extension and return its data lines' fields.
+async fn admin(args: &Args, verb: AdminVerb, params: Vec<&str>) -> Result<Vec<Vec<String>>, ClientError> {
+    let mut c = connect(args).await?;
+    let cmd = Command::Admin { verb, args: params.iter().map(|p| p.as_bytes().to_vec()).collect() };
+    let data = c.run_ok(&cmd).await?;
+    c.logout().await;
+    Ok(data
+        .into_iter()
+        .filter_map(|r| match r {
+            Response::Data { fields, .. } => {
+                Some(fields.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Print admin rows as JSON objects with these keys (the last key takes
+/// the remaining fields as a list when `rest` is set) or as text.
+fn print_rows(args: &Args, rows: &[Vec<String>], keys: &[&str], rest: bool) {
+    if args.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut o = serde_json::Map::new();
+                for (i, k) in keys.iter().enumerate() {
+                    if rest && i == keys.len() - 1 {
+                        o.insert(k.to_string(), serde_json::json!(r.get(i..).unwrap_or(&[]).to_vec()));
+                    } else {
+                        o.insert(k.to_string(), serde_json::json!(r.get(i).cloned().unwrap_or_default()));
+                    }
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for r in rows {
+            let fields: Vec<String> = r.iter().map(|f| mupdated::transcript::escape(f.as_bytes())).collect();
+            println!("{}", fields.join("\t"));
+        }
+    }
+}
+
+async fn run_admin(args: &Args) -> Option<ExitCode> {
+    let (verb, params, keys, rest): (AdminVerb, Vec<&str>, &[&str], bool) = match &args.command {
+        Cmd::Records { name } => (AdminVerb::Records, vec![name], &["name", "location", "state", "acl", "role"], false),
+        Cmd::Conflicts => (AdminVerb::Conflicts, vec![], &["name", "effective", "others"], true),
+        Cmd::Resolve { name, winner } => (AdminVerb::Resolve, vec![name, winner], &[], false),
+        Cmd::Groups => (AdminVerb::Groups, vec![], &["group", "primary", "servers"], true),
+        Cmd::Primary { group, primary, clear } => match (primary, clear) {
+            (Some(s), _) => (AdminVerb::Primary, vec![group, s], &[], false),
+            (None, true) => (AdminVerb::Primary, vec![group, ""], &[], false),
+            (None, false) => (AdminVerb::Primary, vec![group], &["group", "primary"], false),
+        },
+        Cmd::DeleteRecord { name, location } => (AdminVerb::DeleteRecord, vec![name, location], &[], false),
+        Cmd::Rights { identifier, groups } => {
+            let mut p = vec![identifier.as_str()];
+            p.extend(groups.iter().map(String::as_str));
+            (AdminVerb::Rights, p, &["name", "rights"], false)
+        }
+        _ => return None,
+    };
+    Some(match admin(args, verb, params).await {
+        Ok(rows) => {
+            if keys.is_empty() {
+                if args.json {
+                    println!("{}", serde_json::json!({"ok": true}));
+                }
+            } else {
+                print_rows(args, &rows, keys, rest);
+            }
+            if matches!(args.command, Cmd::Records { .. }) && rows.is_empty() {
+                if !args.json {
+                    eprintln!("mupdatectl: no such mailbox");
+                }
+                return Some(ExitCode::from(1));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    })
 }
 
 fn entry_json(e: &Entry) -> serde_json::Value {
@@ -74,8 +228,124 @@ fn fail(e: ClientError) -> ExitCode {
     }
 }
 
+/// One capture file as transcript steps, and its transcript text.
+fn load_capture(path: &std::path::Path, port: u16) -> Result<(Vec<Step>, String), String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    if mupdated::pcap::is_capture(&data) {
+        let capture = mupdated::pcap::read(&data, port).map_err(|e| e.to_string())?;
+        if capture.connections.is_empty() {
+            return Err(format!(
+                "no MUPDATE connection (port {port} or a `* OK MUPDATE` greeting) among {} TCP connections",
+                capture.skipped_connections
+            ));
+        }
+        for c in capture.connections.iter().filter(|c| c.missing_bytes > 0) {
+            eprintln!("mupdatectl: {}: @{}: {} bytes were not captured", path.display(), c.name, c.missing_bytes);
+        }
+        Ok((capture.steps(), capture.to_transcript()))
+    } else {
+        let text = String::from_utf8(data).map_err(|_| "neither a packet capture nor a UTF-8 transcript".to_string())?;
+        let steps = transcript::parse(&text).map_err(|e| e.to_string())?;
+        Ok((steps, text))
+    }
+}
+
+/// `mupdatectl replay`: exit 0 all matched, 1 some answer differs, 3 unreadable/unreachable.
+async fn replay_captures(args: &Args, captures: &[std::path::PathBuf], mode: Mode, port: u16, wait: Duration, dump: bool) -> ExitCode {
+    let mut worst = 0u8;
+    let mut json = Vec::new();
+    for path in captures {
+        let name = path.display().to_string();
+        let (mut steps, text) = match load_capture(path, port) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mupdatectl: {name}: {e}");
+                worst = 3;
+                continue;
+            }
+        };
+        if dump {
+            print!("{text}");
+            continue;
+        }
+        if !args.password.is_empty() {
+            replay::substitute_plain_credentials(&mut steps, &args.user, &args.password);
+        }
+        let report = replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await;
+        let mut conns: Vec<&str> = Vec::new();
+        for s in &steps {
+            if let Step::Send { conn, .. } | Step::Expect { conn, .. } | Step::Close { conn } | Step::Eof { conn } = s {
+                if !conns.contains(&conn.as_str()) {
+                    conns.push(conn);
+                }
+            }
+        }
+        let code = if report.unreachable() {
+            3
+        } else if report.matched() {
+            0
+        } else {
+            1
+        };
+        worst = worst.max(code);
+        if args.json {
+            let diffs: Vec<_> = report
+                .differences
+                .iter()
+                .map(|d| serde_json::json!({"step": d.step + 1, "conn": d.conn, "expected": d.expected, "actual": d.actual}))
+                .collect();
+            json.push(serde_json::json!({"capture": name, "steps": report.steps, "matched": report.matched(), "differences": diffs}));
+            continue;
+        }
+        let verdict = match code {
+            0 => "matched",
+            1 => "differs",
+            _ => "server not reached",
+        };
+        println!("{name}: {verdict} ({} steps, {} connections)", report.steps, conns.len());
+        for conn in conns {
+            let n = report.differences.iter().filter(|d| d.conn == conn).count();
+            if n > 0 {
+                println!("  @{conn}: {n} differences");
+            }
+        }
+        if !report.matched() {
+            for l in report.render().lines() {
+                println!("    {l}");
+            }
+        }
+    }
+    if args.json && !dump {
+        println!("{}", serde_json::Value::Array(json));
+    }
+    ExitCode::from(worst)
+}
+
+/// `mupdatectl record`: the recording proxy until Ctrl-C.
+async fn record(listen: std::net::SocketAddr, upstream: &str, out: &std::path::Path) -> ExitCode {
+    eprintln!("mupdatectl: recording {listen} -> {upstream} into {}; Ctrl-C stops", out.display());
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match mupdated::record::run_proxy(listen, upstream.to_string(), out.to_path_buf(), stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mupdatectl: record: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
+    if let Some(code) = run_admin(&args).await {
+        return code;
+    }
     match &args.command {
+        Cmd::Replay { captures, exact, port, wait_ms, dump } => {
+            let mode = if *exact { Mode::Exact } else { Mode::Normalized };
+            replay_captures(&args, captures, mode, *port, Duration::from_millis(*wait_ms), *dump).await
+        }
+        Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
@@ -123,6 +393,13 @@ async fn run(args: Args) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Cmd::Records { .. }
+        | Cmd::Conflicts
+        | Cmd::Resolve { .. }
+        | Cmd::Groups
+        | Cmd::Primary { .. }
+        | Cmd::DeleteRecord { .. }
+        | Cmd::Rights { .. } => ExitCode::from(2),
         Cmd::List { prefix } => {
             let mut c = match connect(&args).await {
                 Ok(c) => c,

@@ -90,7 +90,74 @@ fn change(name: &[u8], old: &Mailbox, new: &Mailbox) -> Option<Change> {
     Some(Change { name: name.to_vec(), servers })
 }
 
+/// A mailbox name and the rights someone has on it.
+pub type Rights = (Vec<u8>, Vec<u8>);
+
+/// The (identifier, rights) pairs of the ACL clients see for a name: the
+/// effective record's, when it is active (a reserved or moving mailbox
+/// shows no ACL). An identifier listed twice keeps its last rights, as in
+/// Cyrus's ACL parsing.
+fn acl_entries(m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(r) = m.eff_record().filter(|r| r.state == model::RecordState::Active) else {
+        return Vec::new();
+    };
+    parse_acl(&r.acl)
+}
+
+/// Parse a Cyrus ACL string: `id TAB rights TAB` pairs.
+pub(crate) fn parse_acl(acl: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut fields = acl.split(|&b| b == b'\t');
+    while let (Some(id), Some(rights)) = (fields.next(), fields.next()) {
+        if id.is_empty() {
+            continue;
+        }
+        out.retain(|(i, _)| i.as_slice() != id);
+        out.push((id.to_vec(), rights.to_vec()));
+    }
+    out
+}
+
 impl Store {
+    /// Mailboxes on which `user` (a member of `groups`, e.g. `group:staff`)
+    /// has rights, with those rights, in LIST order: the union of the
+    /// rights of `user`, `anyone` and each group, less the negative rights
+    /// (`-user`, `-anyone`, `-group`). Reads only the rights index entries
+    /// of those identifiers: the cost is that of the answer.
+    pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<Rights>, StoreError> {
+        let mut ids: Vec<Vec<u8>> = vec![user.to_vec(), b"anyone".to_vec()];
+        ids.extend(groups.iter().cloned());
+        let mut acc: std::collections::BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = std::collections::BTreeMap::new();
+        for (negative, id) in ids.iter().flat_map(|i| {
+            let mut neg = b"-".to_vec();
+            neg.extend_from_slice(i);
+            [(false, i.clone()), (true, neg)]
+        }) {
+            let start = key::rights_range_start(&id);
+            for kv in self.inner.db.scan_prefix(&start) {
+                let (k, v) = kv?;
+                let part = k[start.len()..].to_vec();
+                let slot = acc.entry(part).or_default();
+                let into = if negative { &mut slot.1 } else { &mut slot.0 };
+                for c in v.iter() {
+                    if !into.contains(c) {
+                        into.push(*c);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (part, (pos, neg)) in acc {
+            let rights: Vec<u8> = pos.into_iter().filter(|c| !neg.contains(c)).collect();
+            if rights.is_empty() {
+                continue;
+            }
+            let name = key::name_of_part(&part).ok_or_else(|| corrupt("rights key without separator".into()))?;
+            out.push((name, rights));
+        }
+        Ok(out)
+    }
+
     /// Open (or create) the directory at `cfg.path`. `groups` is the
     /// configured replica groups; their primaries seed the store (see the
     /// module documentation for run-time primaries).
@@ -191,6 +258,17 @@ impl Store {
         for r in &new.records {
             if old.find(r.server()).is_none() {
                 batch.insert(key::server_key(r.server(), &part), &[]);
+            }
+        }
+        let (old_acl, new_acl) = (acl_entries(&old), acl_entries(&new));
+        for (id, rights) in &old_acl {
+            if !new_acl.iter().any(|(i, r)| i == id && r == rights) {
+                batch.remove(key::rights_key(id, &part));
+            }
+        }
+        for (id, rights) in &new_acl {
+            if !old_acl.iter().any(|(i, r)| i == id && r == rights) {
+                batch.insert(key::rights_key(id, &part), rights.as_slice());
             }
         }
         if old.conflict != new.conflict {

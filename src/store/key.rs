@@ -23,6 +23,9 @@ pub(crate) const SERVERS: u8 = b's';
 pub(crate) const CONFLICTS: u8 = b'x';
 /// Key space of replica-group state: `g group-name`.
 pub(crate) const GROUPS: u8 = b'g';
+/// Key space of the rights index: `r identifier 0x00 order_key 0x00 suffix`
+/// -> the rights the effective ACL gives that identifier.
+pub(crate) const RIGHTS: u8 = b'r';
 
 /// Cyrus's `DB_DOMAINSEP_CHAR`.
 const DOMAIN_SEP: u8 = 0x1D;
@@ -213,6 +216,21 @@ pub(crate) fn server_key(server: &[u8], part: &[u8]) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(part);
     k
+}
+
+/// Key of one ACL entry in the rights index.
+pub(crate) fn rights_key(identifier: &[u8], part: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + identifier.len() + part.len());
+    k.push(RIGHTS);
+    k.extend_from_slice(identifier);
+    k.push(0);
+    k.extend_from_slice(part);
+    k
+}
+
+/// First key of an identifier's range in the rights index.
+pub(crate) fn rights_range_start(identifier: &[u8]) -> Vec<u8> {
+    rights_key(identifier, b"")
 }
 
 /// First key of a server's index range (`s server 0x00`).

@@ -63,8 +63,9 @@
 //!   already active record (ACL change, foldermodseq) does not raise it
 //!   again after an admin resolved it. The flag clears by itself when no
 //!   active record outside the effective record's group remains.
-//! - DEACTIVATE with no record of S answers `mailbox doesn't exist`, even
-//!   when other servers hold records.
+//! - DEACTIVATE with no record of S answers `mailbox not currently
+//!   active` when other servers hold the name (Cyrus's text for a name it
+//!   holds elsewhere) and `mailbox doesn't exist` for an unknown name.
 //! - DELETE from an unknown identity with no effective record (only
 //!   shadows) removes every record of the name; of an unknown name it
 //!   answers `OK "done"` (Cyrus 3.6.1 crashes there).
@@ -92,6 +93,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use engine::Rights;
 pub use model::RecordState;
 
 /// Answer to a backend login asserting a fact about a server it is not

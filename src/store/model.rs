@@ -331,7 +331,12 @@ pub(crate) fn activate(m: &mut Mailbox, location: &[u8], acl: &[u8], g: &Groups)
 pub(crate) fn deactivate(m: &mut Mailbox, location: &[u8], g: &Groups) -> Reply {
     let s = server_of(location);
     let reply = match m.find(s) {
-        None => Reply::No(DOESNT_EXIST),
+        // Cyrus's words are about the name: it exists when any server
+        // holds it (Cyrus answers "not currently active" for a name it
+        // holds at another location), and only an unknown name "doesn't
+        // exist". Either way S has nothing to move.
+        None if m.records.is_empty() => Reply::No(DOESNT_EXIST),
+        None => Reply::No(NOT_ACTIVE),
         Some(i) => {
             let r = &mut m.records[i];
             match r.state {
