@@ -21,6 +21,12 @@ mod macros {
                     super::$name(MasterKind::Mupdated)
                 }
 
+                /// Both masters side by side, sessions recorded and compared.
+                #[test]
+                fn differential() {
+                    crate::differential::run(stringify!($name), super::$name)
+                }
+
                 #[test]
                 #[ignore = "needs MUPDATE_MASTER=host:port"]
                 fn external_master() {
@@ -31,5 +37,6 @@ mod macros {
     }
 }
 
+mod differential;
 mod harness;
 mod scenarios;

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod cyrus;
+pub mod differential;
 pub mod imap;
 pub mod master;
 pub mod mupdate;

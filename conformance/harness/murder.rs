@@ -81,8 +81,8 @@ impl Murder {
         } else {
             String::new()
         };
-        let recorder = options
-            .record
+        let record = options.record.clone().or_else(next_recording_dir);
+        let recorder = record
             .as_ref()
             .map(|dir| Recorder::start(&master.addr, dir));
         // Where the Cyrus clients connect: the proxy if recording.
@@ -119,6 +119,19 @@ impl Murder {
         }
         if let Some(f) = &mut fe {
             f.wait_ready();
+        }
+        if let Some(dir) = &record {
+            // Run-specific names, replaced by placeholders when two runs
+            // are compared.
+            let mut names = String::new();
+            for b in &started {
+                names.push_str(&format!("{} <{}>\n", b.servername, b.name));
+            }
+            if let Some(f) = &fe {
+                names.push_str(&format!("{} <{}>\n", f.servername, f.name));
+            }
+            names.push_str(&format!("{} <master>\n", master.addr));
+            let _ = std::fs::write(dir.join("names.txt"), names);
         }
         Murder {
             frontend: fe,
@@ -190,6 +203,27 @@ impl Drop for Murder {
         }
         let _ = m.logout();
     }
+}
+
+thread_local! {
+    /// Set by [`record_murders_into`]: every murder this thread starts
+    /// records its MUPDATE sessions into `<dir>/m<n>`.
+    static RECORD_INTO: std::cell::RefCell<Option<(PathBuf, u32)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes every murder started by this thread record into `dir/m1`, `dir/m2`...
+pub fn record_murders_into(dir: &std::path::Path) {
+    RECORD_INTO.with(|r| *r.borrow_mut() = Some((dir.to_path_buf(), 0)));
+}
+
+fn next_recording_dir() -> Option<PathBuf> {
+    RECORD_INTO.with(|r| {
+        let mut r = r.borrow_mut();
+        let (dir, n) = r.as_mut()?;
+        *n += 1;
+        Some(dir.join(format!("m{n}")))
+    })
 }
 
 /// A short lower-case suffix unique to this workspace (its folder name).

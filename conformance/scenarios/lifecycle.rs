@@ -21,9 +21,7 @@ pub fn imap_lifecycle(kind: MasterKind) {
     // b1 deletes the default way (delayed: DELETED.*), b2 at once.
     let m = Murder::start_with(
         kind,
-        Options::new(2, true)
-            .backend_option(1, "delete_mode", "immediate")
-            .record(std::env::var_os("CONFORMANCE_RECORD").map(std::path::PathBuf::from)),
+        Options::new(2, true).backend_option(1, "delete_mode", "immediate"),
     );
     let (b1, b2, fe) = (m.backend(0), m.backend(1), m.frontend());
     let mut front = fe.imap();
