@@ -10,30 +10,33 @@ use std::time::Duration;
 use crate::harness::mupdate::{Entry, Kind, Mupdate};
 use crate::harness::{wait, MasterKind, Murder};
 
-/// Instantiates a scenario function for each kind of master.
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use crate::harness::MasterKind;
+mod consistency;
+mod faults;
+mod lifecycle;
 
-            #[test]
-            fn cyrus_master() {
-                super::$name(MasterKind::Cyrus)
-            }
+// ---------------------------------------------------------------------------
+// f. Master outages while the frontend streams (scenarios/faults.rs):
+// a master started for the test only (it is killed).
 
-            #[test]
-            fn mupdated() {
-                super::$name(MasterKind::Mupdated)
-            }
+mod master_outages {
+    use crate::harness::MasterKind;
 
-            #[test]
-            #[ignore = "needs MUPDATE_MASTER=host:port"]
-            fn external_master() {
-                super::$name(MasterKind::External)
-            }
-        }
-    };
+    #[test]
+    fn cyrus_master() {
+        super::faults::master_outages(MasterKind::Cyrus)
+    }
+
+    #[test]
+    fn mupdated() {
+        super::faults::master_outages(MasterKind::Mupdated)
+    }
 }
+
+// ---------------------------------------------------------------------------
+// e. A murder's whole life over IMAP (scenarios/lifecycle.rs).
+
+use lifecycle::imap_lifecycle;
+scenario!(imap_lifecycle);
 
 /// ACL Cyrus 3.6 gives a new user mailbox: the owner with all rights.
 fn owner_acl(uid: &str) -> String {

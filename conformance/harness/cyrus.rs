@@ -259,12 +259,28 @@ pub struct Instance {
     pub port: u16,
     cyrus: Cyrus,
     process: Running,
+    /// `cyrus.conf`, to start the same instance again.
+    cyrus_conf: PathBuf,
+    /// How many times it was started (names its output file).
+    starts: u32,
 }
 
 impl Instance {
     /// Writes imapd.conf and cyrus.conf under `<workspace>/<name>`, adds the
     /// SASL users for its realm and starts `master` (not yet waiting for it).
     pub fn spawn(ws: &Workspace, name: &str, role: Role, port: u16) -> Instance {
+        Instance::spawn_with(ws, name, role, port, &[])
+    }
+
+    /// [`Instance::spawn`] with extra `imapd.conf` options appended
+    /// (e.g. `("delete_mode", "immediate")`).
+    pub fn spawn_with(
+        ws: &Workspace,
+        name: &str,
+        role: Role,
+        port: u16,
+        extra: &[(String, String)],
+    ) -> Instance {
         let dir = ws.subdir(name);
         let conf = dir.join("conf");
         let spool = dir.join("spool");
@@ -322,6 +338,8 @@ impl Instance {
                     "admins: {ADMIN} {PROXY_USER}\n\
                      proxyservers: {PROXY_USER}\n\
                      allowusermoves: yes\n\
+                     proxy_authname: {PROXY_USER}\n\
+                     proxy_password: {PASSWORD}\n\
                      mupdate_server: {master}\n\
                      mupdate_username: {mupdate_user}\n\
                      mupdate_authname: {mupdate_user}\n\
@@ -356,6 +374,9 @@ impl Instance {
                 )
             }
         };
+        for (key, value) in extra {
+            let _ = writeln!(imapd, "{key}: {value}");
+        }
         // The backend pushes its mailbox list at start, as a real murder does.
         let start = match role {
             Role::Backend { .. } => format!("  mupdatepush cmd=\"ctl_mboxlist -C {c} -m\"\n"),
@@ -369,16 +390,7 @@ impl Instance {
             &format!("START {{\n{start}}}\nSERVICES {{\n{services}}}\nEVENTS {{\n}}\n"),
         );
         ws.add_murder_users(&servername);
-
-        let mut cmd = Command::new(Cyrus::bin("master"));
-        cmd.arg("-C")
-            .arg(&config)
-            .arg("-M")
-            .arg(&cyrus_conf)
-            .arg("-p")
-            .arg(dir.join("master.pid"))
-            .current_dir(&dir);
-        let process = Running::spawn(&format!("cyrus {name}"), cmd, &dir.join("master.out"));
+        let process = spawn_master(name, &dir, &config, &cyrus_conf, 0);
         Instance {
             name: name.to_string(),
             role,
@@ -388,7 +400,57 @@ impl Instance {
             port,
             cyrus: ws.cyrus,
             process,
+            cyrus_conf,
+            starts: 1,
         }
+    }
+
+    /// Stops the instance (SIGTERM to its `master`, by pid) and leaves it
+    /// stopped; its folder and data stay.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts a stopped instance again with the same folder, config and
+    /// port, and waits until it serves.
+    pub fn start_again(&mut self) {
+        self.process.stop();
+        self.process = spawn_master(
+            &self.name,
+            &self.dir,
+            &self.config,
+            &self.cyrus_conf,
+            self.starts,
+        );
+        self.starts += 1;
+        self.wait_ready();
+    }
+
+    /// SIGKILL to the child of this instance's `master` whose command
+    /// line contains `service` (e.g. `mupdate`); Cyrus' `master` starts a
+    /// new one (prefork). Returns the killed pid.
+    pub fn kill_service(&self, service: &str) -> u32 {
+        let master = self.process.pid();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+            if String::from_utf8_lossy(argv0).contains(service) {
+                // SAFETY: a plain syscall on a pid that is a child of our child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                return pid;
+            }
+        }
+        panic!(
+            "no `{service}` child of Cyrus {} (pid {master}): {children:?}",
+            self.name
+        );
     }
 
     /// Waits until the instance serves: its port greets (for a backend that
@@ -457,6 +519,30 @@ impl Instance {
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
+
+    /// False once its `master` has exited (or was stopped).
+    pub fn is_running(&mut self) -> bool {
+        self.process.exit_status().is_none()
+    }
+}
+
+/// `master -C imapd.conf -M cyrus.conf -p master.pid` in `dir`; output to
+/// `master.out` (`master.<n>.out` for the n-th restart).
+fn spawn_master(name: &str, dir: &Path, config: &Path, cyrus_conf: &Path, n: u32) -> Running {
+    let mut cmd = Command::new(Cyrus::bin("master"));
+    cmd.arg("-C")
+        .arg(config)
+        .arg("-M")
+        .arg(cyrus_conf)
+        .arg("-p")
+        .arg(dir.join("master.pid"))
+        .current_dir(dir);
+    let out = if n == 0 {
+        dir.join("master.out")
+    } else {
+        dir.join(format!("master.{n}.out"))
+    };
+    Running::spawn(&format!("cyrus {name}"), cmd, &out)
 }
 
 fn write_owned(ws: &Workspace, path: &Path, text: &str) {

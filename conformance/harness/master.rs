@@ -1,7 +1,7 @@
 //! The MUPDATE master under test: Cyrus' `mupdate -m`, mupdated, or any
 //! master named by `MUPDATE_MASTER=host:port`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,8 +35,17 @@ impl MasterKind {
 
 enum Process {
     Cyrus(Box<Instance>),
-    Mupdated(Running),
+    Mupdated(Mupdated),
     External,
+}
+
+/// A mupdated process and what it takes to start it again.
+struct Mupdated {
+    running: Running,
+    dir: PathBuf,
+    config: PathBuf,
+    port: u16,
+    starts: u32,
 }
 
 /// A running MUPDATE master and how to log into it.
@@ -67,13 +76,20 @@ impl Master {
             }
             MasterKind::Mupdated => {
                 let port = free_port();
-                let running = start_mupdated(ws, port);
+                let (dir, config) = write_mupdated_config(ws, port);
+                let running = start_mupdated(&dir, &config, port, 0);
                 Master {
                     kind,
                     addr: MasterAddr::loopback(port),
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
-                    process: Process::Mupdated(running),
+                    process: Process::Mupdated(Mupdated {
+                        running,
+                        dir,
+                        config,
+                        port,
+                        starts: 1,
+                    }),
                 }
             }
             MasterKind::External => {
@@ -120,15 +136,59 @@ impl Master {
     pub fn pid(&self) -> Option<u32> {
         match &self.process {
             Process::Cyrus(i) => Some(i.pid()),
-            Process::Mupdated(r) => Some(r.pid()),
+            Process::Mupdated(m) => Some(m.running.pid()),
             Process::External => None,
         }
     }
 }
 
-/// Writes a mupdated config under `<workspace>/d<port>` and starts
-/// `mupdated --config FILE`, waiting until its port greets.
-pub fn start_mupdated(ws: &Workspace, port: u16) -> Running {
+impl Master {
+    /// A crash: SIGKILL to mupdated (by pid), or to the `mupdate -m` service
+    /// process of a Cyrus master (Cyrus' `master` starts a new one at once).
+    /// mupdated stays down until [`Master::start_again`].
+    pub fn kill(&mut self) {
+        match &mut self.process {
+            Process::Mupdated(m) => m.running.kill(),
+            Process::Cyrus(i) => {
+                i.kill_service("mupdate");
+            }
+            Process::External => panic!("cannot kill an external master"),
+        }
+    }
+
+    /// An orderly stop (SIGTERM by pid); the data stays.
+    pub fn stop(&mut self) {
+        match &mut self.process {
+            Process::Mupdated(m) => m.running.stop(),
+            Process::Cyrus(i) => i.stop(),
+            Process::External => panic!("cannot stop an external master"),
+        }
+    }
+
+    /// Starts the master again on the same port with the same data (a
+    /// no-op for a Cyrus master whose service was only killed: its
+    /// `master` restarted it; then this waits until it greets).
+    pub fn start_again(&mut self) {
+        match &mut self.process {
+            Process::Mupdated(m) => {
+                m.running.stop();
+                m.running = start_mupdated(&m.dir, &m.config, m.port, m.starts);
+                m.starts += 1;
+            }
+            Process::Cyrus(i) => {
+                if i.is_running() {
+                    i.wait_ready();
+                } else {
+                    i.start_again();
+                }
+            }
+            Process::External => panic!("cannot restart an external master"),
+        }
+    }
+}
+
+/// Writes a mupdated config under `<workspace>/d<port>`: (folder, config file).
+pub fn write_mupdated_config(ws: &Workspace, port: u16) -> (PathBuf, PathBuf) {
     let dir: PathBuf = ws.root().join(format!("d{port}"));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("mkdir {}: {e}", data.display()));
@@ -145,12 +205,23 @@ pub fn start_mupdated(ws: &Workspace, port: u16) -> Running {
         data = data.display(),
     );
     std::fs::write(&config, toml).expect("write mupdated config");
+    (dir, config)
+}
+
+/// Starts `mupdated --config FILE` (output in `mupdated.log`, or
+/// `mupdated.<n>.log` for the n-th restart) and waits until `port` greets.
+pub fn start_mupdated(dir: &Path, config: &Path, port: u16, n: u32) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mupdated"));
     cmd.arg("--config")
-        .arg(&config)
-        .current_dir(&dir)
+        .arg(config)
+        .current_dir(dir)
         .env("RUST_LOG", "info");
-    let mut running = Running::spawn("mupdated", cmd, &dir.join("mupdated.log"));
+    let log = if n == 0 {
+        dir.join("mupdated.log")
+    } else {
+        dir.join(format!("mupdated.{n}.log"))
+    };
+    let mut running = Running::spawn("mupdated", cmd, &log);
     let addr = MasterAddr::loopback(port);
     wait::until(
         &format!("mupdated to greet on {addr}"),

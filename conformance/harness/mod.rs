@@ -13,15 +13,17 @@
 #![allow(dead_code)]
 
 pub mod cyrus;
+pub mod differential;
 pub mod imap;
 pub mod master;
 pub mod mupdate;
 pub mod murder;
 pub mod ports;
 pub mod process;
+pub mod recorder;
 pub mod replication;
 pub mod wait;
 pub mod wire;
 
 pub use master::MasterKind;
-pub use murder::Murder;
+pub use murder::{Murder, Options};

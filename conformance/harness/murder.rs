@@ -4,22 +4,76 @@
 use super::cyrus::{Instance, Role, Workspace};
 use super::master::{Master, MasterKind};
 use super::ports::free_port;
+use super::recorder::Recorder;
+use std::path::PathBuf;
 
 /// Fields drop in declaration order: Cyrus instances first, then the
 /// master, then the workspace folder (processes must be gone before it is).
 pub struct Murder {
     pub frontend: Option<Instance>,
     pub backends: Vec<Instance>,
+    /// The recording proxy every Cyrus client goes through, if asked.
+    pub recorder: Option<Recorder>,
     pub master: Master,
     /// Unique suffix for mailbox names on a shared master, empty otherwise.
     pub tag: String,
     pub ws: Workspace,
 }
 
+/// What to start besides the master.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra `imapd.conf` options of each backend; one entry per backend
+    /// (an empty list for a plain one).
+    pub backends: Vec<Vec<(String, String)>>,
+    /// `Some(extra imapd.conf options)` starts a frontend.
+    pub frontend: Option<Vec<(String, String)>>,
+    /// Put a recording proxy between the Cyrus clients and the master,
+    /// writing transcripts into this folder.
+    pub record: Option<PathBuf>,
+}
+
+impl Options {
+    /// `backends` plain backends and, if asked, a plain frontend.
+    pub fn new(backends: usize, frontend: bool) -> Options {
+        Options {
+            backends: vec![Vec::new(); backends],
+            frontend: frontend.then(Vec::new),
+            record: None,
+        }
+    }
+
+    /// Records every MUPDATE session of the Cyrus clients into `dir`.
+    pub fn record(mut self, dir: Option<PathBuf>) -> Options {
+        self.record = dir;
+        self
+    }
+
+    /// Adds `key: value` to backend `i`'s imapd.conf.
+    pub fn backend_option(mut self, i: usize, key: &str, value: &str) -> Options {
+        self.backends[i].push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds `key: value` to the frontend's imapd.conf.
+    pub fn frontend_option(mut self, key: &str, value: &str) -> Options {
+        self.frontend
+            .as_mut()
+            .expect("these options start no frontend")
+            .push((key.into(), value.into()));
+        self
+    }
+}
+
 impl Murder {
     /// Starts the master of `kind`, then `backends` backends and, if asked,
     /// a frontend, all following that master, and waits until all serve.
     pub fn start(kind: MasterKind, backends: usize, frontend: bool) -> Murder {
+        Murder::start_with(kind, Options::new(backends, frontend))
+    }
+
+    /// [`Murder::start`] with per-instance options.
+    pub fn start_with(kind: MasterKind, options: Options) -> Murder {
         let ws = Workspace::new();
         let master = Master::start(&ws, kind);
         let tag = if kind.is_shared() {
@@ -27,26 +81,37 @@ impl Murder {
         } else {
             String::new()
         };
+        let record = options.record.clone().or_else(next_recording_dir);
+        let recorder = record
+            .as_ref()
+            .map(|dir| Recorder::start(&master.addr, dir));
+        // Where the Cyrus clients connect: the proxy if recording.
+        let via = recorder
+            .as_ref()
+            .map_or_else(|| master.addr.clone(), |r| r.addr.clone());
 
-        let mut started: Vec<Instance> = (1..=backends)
-            .map(|i| {
+        let mut started: Vec<Instance> = options
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
                 let role = Role::Backend {
-                    master: master.addr.clone(),
+                    master: via.clone(),
                     mupdate_user: master.user.clone(),
                     mupdate_password: master.password.clone(),
                 };
-                Instance::spawn(&ws, &format!("b{i}"), role, free_port())
+                Instance::spawn_with(&ws, &format!("b{}", i + 1), role, free_port(), extra)
             })
             .collect();
-        let mut fe = frontend.then(|| {
+        let mut fe = options.frontend.as_ref().map(|extra| {
             let role = Role::Frontend {
-                master: master.addr.clone(),
+                master: via.clone(),
                 mupdate_user: master.user.clone(),
                 mupdate_password: master.password.clone(),
                 slave_port: free_port(),
                 serverlist: started.iter().map(|b| b.servername.clone()).collect(),
             };
-            Instance::spawn(&ws, "f", role, free_port())
+            Instance::spawn_with(&ws, "f", role, free_port(), extra)
         });
         // All started in parallel above; now wait for each.
         for b in &mut started {
@@ -55,13 +120,41 @@ impl Murder {
         if let Some(f) = &mut fe {
             f.wait_ready();
         }
+        if let Some(dir) = &record {
+            // Run-specific names, replaced by placeholders when two runs
+            // are compared.
+            let mut names = String::new();
+            for b in &started {
+                names.push_str(&format!("{} <{}>\n", b.servername, b.name));
+            }
+            if let Some(f) = &fe {
+                names.push_str(&format!("{} <{}>\n", f.servername, f.name));
+            }
+            names.push_str(&format!("{} <master>\n", master.addr));
+            let _ = std::fs::write(dir.join("names.txt"), names);
+        }
         Murder {
             frontend: fe,
             backends: started,
+            recorder,
             master,
             tag,
             ws,
         }
+    }
+
+    /// Stops the Cyrus instances (their MUPDATE connections close), then
+    /// waits until the recording proxy has written every transcript.
+    pub fn finish_recording(&mut self) -> Option<PathBuf> {
+        if let Some(f) = &mut self.frontend {
+            f.stop();
+        }
+        for b in &mut self.backends {
+            b.stop();
+        }
+        let r = self.recorder.as_mut()?;
+        r.finish(std::time::Duration::from_secs(10));
+        Some(r.dir.clone())
     }
 
     pub fn backend(&self, i: usize) -> &Instance {
@@ -110,6 +203,27 @@ impl Drop for Murder {
         }
         let _ = m.logout();
     }
+}
+
+thread_local! {
+    /// Set by [`record_murders_into`]: every murder this thread starts
+    /// records its MUPDATE sessions into `<dir>/m<n>`.
+    static RECORD_INTO: std::cell::RefCell<Option<(PathBuf, u32)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes every murder started by this thread record into `dir/m1`, `dir/m2`...
+pub fn record_murders_into(dir: &std::path::Path) {
+    RECORD_INTO.with(|r| *r.borrow_mut() = Some((dir.to_path_buf(), 0)));
+}
+
+fn next_recording_dir() -> Option<PathBuf> {
+    RECORD_INTO.with(|r| {
+        let mut r = r.borrow_mut();
+        let (dir, n) = r.as_mut()?;
+        *n += 1;
+        Some(dir.join(format!("m{n}")))
+    })
 }
 
 /// A short lower-case suffix unique to this workspace (its folder name).

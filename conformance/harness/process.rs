@@ -66,6 +66,21 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL to the process (by its pid, a crash: no chance to clean up),
+    /// then to its group for stragglers; waits until it is gone.
+    pub fn kill(&mut self) {
+        if self.reaped.is_some() {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signals to our own unreaped child and the group it leads.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::killpg(pid, libc::SIGKILL);
+        }
+        self.reaped = self.child.wait().ok();
+    }
+
     /// SIGTERM to the process, up to [`STOP_TIMEOUT`] for it to exit, then
     /// SIGKILL to its process group (stragglers such as Cyrus services).
     /// The group id is the child's pid, which cannot be reused before we
