@@ -198,3 +198,38 @@ async fn an_unreachable_server_is_reported_as_such() {
     let report = replay(&addr, &steps, Mode::Normalized).await;
     assert!(report.unreachable(), "{}", report.render());
 }
+
+/// The sessions of a whole recorded murder run against Cyrus's master
+/// (fixtures/captures-murder: every backend and ctl_mboxlist connection of
+/// the conformance scenario `imap_lifecycle`, from an empty master), played
+/// one after another in the order Cyrus's master accepted them, on one
+/// fresh mupdated. The frontend slave's stream is left out: its lines
+/// follow Cyrus's 5-second batching (docs/compatibility.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_murder_replays_against_mupdated() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures-murder");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures/captures-murder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.file_name().is_some_and(|n| n != "names.txt"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 300, "captures missing: {}", names.len());
+    let server = TestServer::start().await;
+    let mut failures = String::new();
+    let mut played = 0;
+    for capture in &names {
+        let text = std::fs::read_to_string(capture).unwrap();
+        if text.lines().any(|l| l.starts_with("# peer ") && l.contains("argv=mupdate ")) {
+            continue;
+        }
+        played += 1;
+        let report = replay(&server.addr(), &load(capture), Mode::Normalized).await;
+        if !report.matched() {
+            failures.push_str(&format!("{}:\n{}", capture.display(), report.render()));
+        }
+    }
+    assert!(played > 300);
+    assert!(failures.is_empty(), "recorded sessions that do not replay:\n{failures}");
+    server.stop().await;
+}
