@@ -23,6 +23,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A minimal configuration: one admin login, the given address and data.
+fn write_config(path: &std::path::Path, addr: &str, data: &std::path::Path) {
+    let text = format!(
+        "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
+        data.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 async fn start(config: &std::path::Path, addr: &str) -> Daemon {
     let child = Process::new(env!("CARGO_BIN_EXE_mupdated"))
         .arg("--config")
@@ -48,14 +57,7 @@ async fn acknowledged_activates_survive_kill_9() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.path().join("mupdated.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &addr, &dir.path().join("data"));
     let mut daemon = start(&config, &addr).await;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let mut writers = Vec::new();
@@ -117,14 +119,7 @@ async fn sigterm_says_bye_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let config = dir.path().join("mupdated.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &addr, &dir.path().join("data"));
     let mut daemon = start(&config, &addr).await;
     let (mut c, _) = Client::connect(&addr, Duration::from_secs(5)).await.unwrap();
     c.authenticate("mupdater", "secret").await.unwrap();

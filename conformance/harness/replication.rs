@@ -119,26 +119,8 @@ impl FactsMaster {
         }
         let config = dir.join("mupdated.toml");
         std::fs::write(&config, toml).expect("write mupdated config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mupdated"));
-        cmd.arg("--config")
-            .arg(&config)
-            .current_dir(&dir)
-            .env("RUST_LOG", "info");
-        let mut process = Running::spawn("mupdated", cmd, &dir.join("mupdated.log"));
+        let process = super::master::start_mupdated(&dir, &config, port, 0);
         let addr = MasterAddr::loopback(port);
-        wait::until(
-            &format!("mupdated to greet on {addr}"),
-            MUPDATED_START_TIMEOUT,
-            || {
-                if let Some(status) = process.exit_status() {
-                    panic!(
-                        "mupdated exited ({status}) before greeting on {addr}; its output:\n{}",
-                        process.output()
-                    );
-                }
-                Mupdate::connect(&addr).map(drop).map_err(|e| e.to_string())
-            },
-        );
         FactsMaster { addr, dir, process }
     }
 
