@@ -166,6 +166,7 @@ impl Store {
             .path(&cfg.path)
             .cache_capacity(cfg.cache_capacity)
             .mode(sled::Mode::LowSpace)
+            .use_compression(cfg.compression)
             .open()?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();

@@ -112,6 +112,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// sled page cache, bytes.
     pub cache_capacity: u64,
+    /// Compress what sled writes (zstd): about a third of the disk, for
+    /// some CPU per write (measured in README's benchmark section).
+    pub compression: bool,
 }
 
 /// A configured replica group.

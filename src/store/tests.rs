@@ -11,7 +11,7 @@ use crate::protocol::cyrus::{DOESNT_EXIST, MAILBOX_EXISTS, NOT_ACTIVE};
 use crate::protocol::Entry;
 
 fn cfg(dir: &TempDir) -> StoreConfig {
-    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20 }
+    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false }
 }
 
 fn open(groups: &[ReplicaGroup]) -> (TempDir, Store) {
@@ -893,4 +893,22 @@ fn acl_parsing_keeps_the_last_entry_of_an_identifier() {
     let v = engine::parse_acl(b"a\tlr\tb\tx\ta\tlrs\t\t");
     assert_eq!(v, vec![(b"b".to_vec(), b"x".to_vec()), (b"a".to_vec(), b"lrs".to_vec())]);
     assert!(engine::parse_acl(b"").is_empty());
+}
+
+#[tokio::test]
+async fn compressed_store_keeps_its_data_and_refuses_a_mismatched_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let compressed = StoreConfig { compression: true, ..cfg(&dir) };
+    let s = Store::open(&compressed, &[]).unwrap();
+    s.activate(&admin(), b"user.z", b"A!p", b"z\tlrs\t").await.unwrap();
+    drop(s);
+    let s = Store::open(&compressed, &[]).unwrap();
+    assert_eq!(s.find(&admin(), b"user.z").unwrap(), Some(mailbox("user.z", "A!p", "z\tlrs\t")));
+    drop(s);
+    // The setting is the database's: a reopen with the other one is refused
+    // with an error, and loses nothing.
+    let err = Store::open(&cfg(&dir), &[]).err().expect("mismatch refused");
+    assert!(err.to_string().contains("compression"), "{err}");
+    let s = Store::open(&compressed, &[]).unwrap();
+    assert!(s.find(&admin(), b"user.z").unwrap().is_some());
 }
