@@ -51,6 +51,8 @@ async fn bench_produces_every_figure() {
     }
     assert!(num(&r["stalled"]["baseline"]["transactions"]) > 0.0);
     assert!(num(&r["stalled"]["stalled"]["transactions"]) > 0.0);
+    assert_eq!(r["rights"]["rows"], 100, "{r}");
+    assert!(num(&r["rights"]["latency"]["p99_ms"]) > 0.0);
     assert!(num(&r["resources"]["peak_rss_kib"]) > 0.0);
     assert!(num(&r["disk"]["bytes"]) > 0.0 && num(&r["disk"]["bytes_per_mailbox"]) > 0.0);
     server.stop().await;

@@ -46,6 +46,8 @@ pub enum Phase {
     Update,
     Propagation,
     Stalled,
+    /// The rights index (mupdated's `XRIGHTS`): skipped on servers without it.
+    Rights,
 }
 
 impl Phase {
@@ -58,19 +60,28 @@ impl Phase {
             Phase::Update => "update",
             Phase::Propagation => "propagation",
             Phase::Stalled => "stalled",
+            Phase::Rights => "rights",
         }
     }
 }
 
 /// Order the phases run in, whatever order `--phases` names them.
-const RUN_ORDER: [Phase; 7] =
-    [Phase::Load, Phase::Find, Phase::List, Phase::Update, Phase::Churn, Phase::Propagation, Phase::Stalled];
+const RUN_ORDER: [Phase; 8] = [
+    Phase::Load,
+    Phase::Find,
+    Phase::List,
+    Phase::Update,
+    Phase::Rights,
+    Phase::Churn,
+    Phase::Propagation,
+    Phase::Stalled,
+];
 
 /// Options of `mupdatectl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Phases to run (they run in the order load, find, list, update, churn, propagation, stalled).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,load,find,list,update,propagation,stalled")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,load,find,list,update,rights,propagation,stalled")]
     pub phases: Vec<Phase>,
     /// Mailboxes to load (and to pick FIND names from).
     #[arg(long, default_value_t = 10_000)]
@@ -350,6 +361,8 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<StalledReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub rights: Option<RightsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskReport>,
@@ -526,6 +539,57 @@ impl Ctx<'_> {
 
 fn err(phase: &str, e: impl std::fmt::Display) -> String {
     format!("{phase}: {e}")
+}
+
+/// The rights index query (`XRIGHTS`) for a user who has rights on
+/// [`RIGHTS_MAILBOXES`] mailboxes among the loaded directory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RightsReport {
+    /// Rows each query returned.
+    pub rows: usize,
+    pub queries: usize,
+    pub latency: Latency,
+}
+
+/// Mailboxes shared with the user of the rights phase.
+const RIGHTS_MAILBOXES: usize = 100;
+/// Queries timed in the rights phase.
+const RIGHTS_QUERIES: usize = 500;
+
+/// Share [`RIGHTS_MAILBOXES`] mailboxes with a fresh identifier, time
+/// `XRIGHTS` for it, then remove them. `None` on servers without the
+/// admin extensions (Cyrus): there is nothing to measure.
+async fn rights(ctx: &Ctx<'_>) -> Result<Option<RightsReport>, String> {
+    let (mut c, greeting) = Client::connect(ctx.server, ctx.timeout).await.map_err(|e| err("rights", e))?;
+    if !greeting.has("X-MUPDATED-ADMIN") {
+        eprintln!("bench: rights: the server has no rights index (no X-MUPDATED-ADMIN); skipped");
+        return Ok(None);
+    }
+    c.authenticate(ctx.user, ctx.password).await.map_err(|e| err("rights", e))?;
+    let who = format!("rights{}", ctx.run);
+    let names: Vec<String> = (0..RIGHTS_MAILBOXES).map(|i| format!("user.{who}o.f{i:03}")).collect();
+    for n in &names {
+        let acl = format!("{who}o\tlrswipkxtecdan\t{who}\tlrs\t");
+        let cmd = Command::Activate { name: n.clone().into_bytes(), location: b"be00!default".to_vec(), acl: acl.into_bytes() };
+        c.run_ok(&cmd).await.map_err(|e| err("rights", e))?;
+    }
+    let query = Command::Admin { verb: crate::protocol::AdminVerb::Rights, args: vec![who.clone().into_bytes()] };
+    let mut samples = Vec::with_capacity(RIGHTS_QUERIES);
+    let mut rows = 0;
+    for _ in 0..RIGHTS_QUERIES {
+        let t0 = Instant::now();
+        let data = c.run_ok(&query).await.map_err(|e| err("rights", e))?;
+        samples.push(t0.elapsed());
+        rows = data.len();
+    }
+    for n in &names {
+        c.run_ok(&Command::Delete { name: n.clone().into_bytes() }).await.map_err(|e| err("rights", e))?;
+    }
+    c.logout().await;
+    if rows != RIGHTS_MAILBOXES {
+        return Err(format!("rights: XRIGHTS returned {rows} rows, expected {RIGHTS_MAILBOXES}"));
+    }
+    Ok(Some(RightsReport { rows, queries: RIGHTS_QUERIES, latency: Latency::of(&mut samples) }))
 }
 
 /// Load the generated set over pipelined connections.
@@ -1131,6 +1195,7 @@ pub async fn run_report(server: &str, user: &str, password: &str, args: &BenchAr
             }
             Phase::Propagation => propagation(&ctx).await.map(|r| report.propagation = Some(r)),
             Phase::Stalled => stalled(&ctx).await.map(|r| report.stalled = Some(r)),
+            Phase::Rights => rights(&ctx).await.map(|r| report.rights = r),
         };
         eprintln!("bench: {} done in {:.1} s", phase.name(), t0.elapsed().as_secs_f64());
         if let Err(e) = outcome {
@@ -1208,6 +1273,12 @@ pub fn table(r: &BenchReport) -> String {
     }
     if let Some(u) = &r.update {
         row("update dump".into(), format!("{:.1} ms, {} entries", u.dump_ms, u.entries));
+    }
+    if let Some(q) = &r.rights {
+        row(
+            format!("rights of a user ({} mailboxes)", q.rows),
+            format!("p50 {:.3} ms, p99 {:.3} ms ({} queries)", q.latency.p50_ms, q.latency.p99_ms, q.queries),
+        );
     }
     for c in r.churn.iter().flatten() {
         row(
