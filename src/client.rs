@@ -88,23 +88,8 @@ impl Client {
 
     /// Read one server message.
     pub async fn read_response(&mut self) -> Result<Response, ClientError> {
-        loop {
-            if !self.input.is_empty() {
-                match self.framer.decode(&self.input).map_err(|e| ClientError::Protocol(e.to_string()))? {
-                    Decoded::Message(n) => {
-                        let msg = self.input.split_to(n);
-                        return parse::parse_response(&msg).map_err(|e| ClientError::Protocol(e.to_string()));
-                    }
-                    Decoded::NeedMore { .. } => {}
-                }
-            }
-            let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.input))
-                .await
-                .map_err(|_| ClientError::Timeout)??;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
-        }
+        let msg = self.read_message().await?;
+        parse::parse_response(&msg).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Send raw bytes.
@@ -140,6 +125,51 @@ impl Client {
                     return Err(ClientError::Refused { status: Status::No, text: String::from_utf8_lossy(&text).into() })
                 }
                 other => data.push(other),
+            }
+        }
+    }
+
+    /// Run a command and count its MAILBOX/RESERVE lines without parsing
+    /// them (benchmarks of LIST and UPDATE dumps, where a full parse of
+    /// millions of lines would measure the client, not the server). Each
+    /// message is still framed, literals included.
+    pub async fn run_counting(&mut self, cmd: &Command) -> Result<(usize, Status, String), ClientError> {
+        self.send(cmd).await?;
+        let mut entries = 0;
+        loop {
+            let msg = self.read_message().await?;
+            let word = msg.iter().position(|&b| b == b' ').map(|i| &msg[i + 1..]).unwrap_or(&[]);
+            if word.starts_with(b"MAILBOX ") || word.starts_with(b"RESERVE ") {
+                entries += 1;
+                continue;
+            }
+            match parse::parse_response(&msg).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Response::Tagged { status, text, .. } => return Ok((entries, status, String::from_utf8_lossy(&text).into())),
+                Response::Bye { text } => {
+                    return Err(ClientError::Refused { status: Status::No, text: String::from_utf8_lossy(&text).into() })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Read one whole server message, unparsed.
+    pub async fn read_message(&mut self) -> Result<bytes::BytesMut, ClientError> {
+        loop {
+            if !self.input.is_empty() {
+                loop {
+                    match self.framer.decode(&self.input).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                        Decoded::Message(n) => return Ok(self.input.split_to(n)),
+                        Decoded::NeedMore { go_ahead: true } => continue,
+                        Decoded::NeedMore { go_ahead: false } => break,
+                    }
+                }
+            }
+            let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.input))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if n == 0 {
+                return Err(ClientError::Closed);
             }
         }
     }

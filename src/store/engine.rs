@@ -90,6 +90,12 @@ fn change(name: &[u8], old: &Mailbox, new: &Mailbox) -> Option<Change> {
     Some(Change { name: name.to_vec(), servers })
 }
 
+/// The value of a record's key in the index by server: the record itself,
+/// so that `LIST "server!"` reads one ordered range and nothing else.
+fn index_value(r: &model::Record) -> Vec<u8> {
+    Mailbox { records: vec![model::Record { effective: false, ..r.clone() }], conflict: false }.encode()
+}
+
 /// A mailbox name and the rights someone has on it.
 pub type Rights = (Vec<u8>, Vec<u8>);
 
@@ -257,8 +263,9 @@ impl Store {
             }
         }
         for r in &new.records {
-            if old.find(r.server()).is_none() {
-                batch.insert(key::server_key(r.server(), &part), &[]);
+            let before = old.find(r.server()).map(|i| &old.records[i]);
+            if before.is_none_or(|b| (b.state, &b.location, &b.acl) != (r.state, &r.location, &r.acl)) {
+                batch.insert(key::server_key(r.server(), &part), index_value(r));
             }
         }
         let (old_acl, new_acl) = (acl_entries(&old), acl_entries(&new));
@@ -375,7 +382,7 @@ impl Store {
                 None => return Some(Err(corrupt("name key without separator".into()))),
             };
             match Mailbox::decode(&v) {
-                Ok(m) => m.present(&name).map(Ok),
+                Ok(m) => m.into_present(name).map(Ok),
                 Err(e) => Some(Err(corrupt(e))),
             }
         });
@@ -546,8 +553,9 @@ struct RecordScan {
     prefix: Vec<u8>,
     servers: Vec<Vec<u8>>,
     iters: Vec<sled::Iter>,
-    /// (order_key 0 suffix, server index): the next key of each scan.
-    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    /// (order_key 0 suffix, server index, the index value): the next key
+    /// of each scan.
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize, sled::IVec)>>,
     failed: Option<StoreError>,
 }
 
@@ -563,19 +571,27 @@ impl RecordScan {
 
     fn advance(&mut self, i: usize) {
         match self.iters[i].next() {
-            Some(Ok((k, _))) => {
+            Some(Ok((k, v))) => {
                 let skip = 2 + self.servers[i].len();
-                self.heads.push(Reverse((k[skip..].to_vec(), i)));
+                self.heads.push(Reverse((k[skip..].to_vec(), i, v)));
             }
             Some(Err(e)) => self.failed = Some(e.into()),
             None => {}
         }
     }
 
-    fn entry(&self, part: &[u8], server: &[u8]) -> Result<Option<Entry>, StoreError> {
+    fn entry(&self, part: &[u8], server: &[u8], value: &[u8]) -> Result<Option<Entry>, StoreError> {
         let name = key::name_of_part(part).ok_or_else(|| corrupt("index key without separator".into()))?;
-        // The record may have gone since the index was read: skip it.
-        let Some(m) = self.store.load(part)? else { return Ok(None) };
+        // The index value is the record (one key read, in order); an empty
+        // value (a database written before records were kept there) sends
+        // us to the name's value.
+        let m = if value.is_empty() {
+            // The record may have gone since the index was read: skip it.
+            let Some(m) = self.store.load(part)? else { return Ok(None) };
+            m
+        } else {
+            Mailbox::decode(value).map_err(corrupt)?
+        };
         Ok(m.find(server)
             .map(|i| &m.records[i])
             .filter(|r| r.location.starts_with(&self.prefix))
@@ -592,9 +608,9 @@ impl Iterator for RecordScan {
                 self.heads.clear();
                 return Some(Err(e));
             }
-            let Reverse((part, i)) = self.heads.pop()?;
+            let Reverse((part, i, value)) = self.heads.pop()?;
             self.advance(i);
-            match self.entry(&part, &self.servers[i]) {
+            match self.entry(&part, &self.servers[i], &value) {
                 Ok(Some(e)) => return Some(Ok(e)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),

@@ -81,6 +81,17 @@ impl Mailbox {
         self.eff_record().map(|r| present(name, r))
     }
 
+    /// [`Mailbox::present`], moving the bytes instead of copying them
+    /// (LIST and UPDATE dumps decode a value only to present it).
+    pub fn into_present(mut self, name: Vec<u8>) -> Option<Entry> {
+        let i = self.eff()?;
+        let r = self.records.swap_remove(i);
+        Some(match r.state {
+            RecordState::Active => Entry::Mailbox { name, location: r.location, acl: r.acl },
+            RecordState::Reserved | RecordState::Moving => Entry::Reserve { name, location: r.location },
+        })
+    }
+
     /// Is there an active record outside the effective record's group
     /// while the effective record is active?
     fn conflicting(&self, g: &Groups) -> bool {

@@ -912,3 +912,20 @@ async fn compressed_store_keeps_its_data_and_refuses_a_mismatched_reopen() {
     let s = Store::open(&compressed, &[]).unwrap();
     assert!(s.find(&admin(), b"user.z").unwrap().is_some());
 }
+
+#[tokio::test]
+async fn prefix_list_reads_records_from_the_index_and_follows_every_change() {
+    let (_d, s) = open(&[]);
+    let a = admin();
+    let prefix = |s: &Store| -> Vec<Entry> { s.list_prefix(b"A!").map(|e| e.unwrap()).collect() };
+    s.reserve(&a, b"user.x", b"A!p").await.unwrap();
+    assert_eq!(prefix(&s), [reserve_line("user.x", "A!p")]);
+    s.activate(&a, b"user.x", b"A!p", b"x\tlr\t").await.unwrap();
+    assert_eq!(prefix(&s), [mailbox("user.x", "A!p", "x\tlr\t")]);
+    s.activate(&a, b"user.x", b"A!q", b"x\tlrs\t").await.unwrap();
+    assert_eq!(prefix(&s), [mailbox("user.x", "A!q", "x\tlrs\t")]);
+    s.deactivate(&a, b"user.x", b"A!q").await.unwrap();
+    assert_eq!(prefix(&s), [reserve_line("user.x", "A!q")]);
+    s.delete(&a, b"user.x").await.unwrap();
+    assert!(prefix(&s).is_empty());
+}
