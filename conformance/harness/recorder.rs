@@ -110,18 +110,7 @@ impl Transcript {
         let t = self.start.elapsed().as_secs_f64();
         let mut out = String::new();
         for line in bytes.split_inclusive(|&b| b == b'\n') {
-            out.push_str(&format!("{t:.6} {side}: "));
-            for &b in line {
-                match b {
-                    b'\r' => out.push_str("\\r"),
-                    b'\n' => out.push_str("\\n"),
-                    b'\t' => out.push_str("\\t"),
-                    b'\\' => out.push_str("\\\\"),
-                    0x20..=0x7e => out.push(b as char),
-                    _ => out.push_str(&format!("\\x{b:02x}")),
-                }
-            }
-            out.push('\n');
+            out.push_str(&format!("{t:.6} {side}: {}\n", mupdated::transcript::escape(line)));
         }
         let _ = self.file.write_all(out.as_bytes());
     }

@@ -76,20 +76,10 @@ pub struct FactsMaster {
 impl FactsMaster {
     pub fn start(ws: &Workspace, logins: &[Login], groups: &[Group]) -> FactsMaster {
         let port = free_port();
-        let dir = ws.root().join(format!("d{port}"));
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("mkdir {}: {e}", data.display()));
-        let mut toml = format!(
-            "listen = [\"127.0.0.1:{port}\"]\n\
-             data_dir = \"{data}\"\n\
-             server_name = \"mupdated-facts-{port}\"\n\
-             \n\
-             [[users]]\n\
-             name = \"{MUPDATE_USER}\"\n\
-             password = \"{PASSWORD}\"\n\
-             role = \"admin\"\n",
-            data = data.display(),
-        );
+        // The common configuration (listen, data, the admin login), then
+        // this test's logins and groups.
+        let (dir, config) = super::master::write_mupdated_config(ws, port);
+        let mut toml = std::fs::read_to_string(&config).expect("read mupdated config");
         let list = |v: &[String]| {
             v.iter()
                 .map(|s| format!("\"{s}\""))
@@ -117,7 +107,6 @@ impl FactsMaster {
                 let _ = writeln!(toml, "primary = \"{p}\"");
             }
         }
-        let config = dir.join("mupdated.toml");
         std::fs::write(&config, toml).expect("write mupdated config");
         let process = super::master::start_mupdated(&dir, &config, port, 0);
         let addr = MasterAddr::loopback(port);
