@@ -369,7 +369,7 @@ mod tests {
     fn large_literal_in_one_byte_pieces_is_linear() {
         let limits = Limits { max_line: 1024, max_literal: 1 << 20, max_message: 2 << 20 };
         let mut msg = b"A FIND {1048576+}\r\n".to_vec();
-        msg.extend(std::iter::repeat(b'\n').take(1 << 20));
+        msg.extend(std::iter::repeat_n(b'\n', 1 << 20));
         msg.extend_from_slice(b"\r\n");
         let mut f = Framer::new(limits);
         let start = std::time::Instant::now();

@@ -183,7 +183,7 @@ impl Store {
                 None => None,
             };
             match stored {
-                Some(st) if st.config_primary == g.primary && st.primary.as_ref().map_or(true, |p| g.servers.contains(p)) => {
+                Some(st) if st.config_primary == g.primary && st.primary.as_ref().is_none_or(|p| g.servers.contains(p)) => {
                     g.primary = st.primary;
                 }
                 _ => {

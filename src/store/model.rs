@@ -258,7 +258,7 @@ impl Groups {
 
 /// A backend identity may only assert facts about its own servers.
 pub(crate) fn may_assert(who: Option<&[Vec<u8>]>, server: &[u8]) -> bool {
-    who.map_or(true, |list| list.iter().any(|s| s == server))
+    who.is_none_or(|list| list.iter().any(|s| s == server))
 }
 
 /// RESERVE n S!p.
