@@ -388,7 +388,7 @@ fn conflict_between_unrelated_backends() {
         records(&m.master, z),
         vec![
             rec(&on_c, "active", "effective"),
-            rec(&on_d, "active", "shadow")
+            rec(&on_d, "active", "conflict")
         ]
     );
     assert_eq!(find(&mut mu, z), Some(Entry::mailbox(z, &on_c, &acl)));

@@ -4,7 +4,7 @@
 //!
 //! | command | data lines | completion |
 //! |---|---|---|
-//! | `XRECORDS name` | `RECORD name location state acl role` per record, oldest first; state `active`/`reserved`/`moving`, role `effective`/`shadow` | `OK "done"` |
+//! | `XRECORDS name` | `RECORD name location state acl role` per record, oldest first; state `active`/`reserved`/`moving`; role `effective`, `shadow` (same replica group), `conflict` (active on an unrelated server) or `other` (reserved or moving on an unrelated server) | `OK "done"` |
 //! | `XCONFLICTS` | `CONFLICT name effective-server other-server...` | `OK "done"` |
 //! | `XRESOLVE name server` | | `OK "done"`, or `NO` when that server has no record |
 //! | `XGROUPS` | `GROUP name primary server...` (primary `""` when none) | `OK "done"` |
@@ -74,8 +74,8 @@ impl Session {
             AdminVerb::Records => {
                 let name = args.remove(0);
                 for r in store.records(&name)? {
-                    let role: &[u8] = if r.effective { b"effective" } else { b"shadow" };
-                    let fields = vec![name.clone(), r.location, state_word(r.state).to_vec(), r.acl, role.to_vec()];
+                    let role = r.role.word().as_bytes().to_vec();
+                    let fields = vec![name.clone(), r.location, state_word(r.state).to_vec(), r.acl, role];
                     self.data(tag, "RECORD", fields).await?;
                 }
             }

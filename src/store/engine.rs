@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::commit::Committer;
 use super::key::{self, server_of};
 use super::model::{self, Activated, Groups, Mailbox};
-use super::{Change, Conflict, Identity, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
+use super::{Change, Conflict, Identity, RecordRole, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
 use crate::protocol::Entry;
 
 pub(crate) struct Inner {
@@ -438,14 +438,29 @@ impl Store {
         Ok(self
             .load(&part)?
             .map(|m| {
+                let groups = self.groups_now();
+                let eff = m.eff_record().map(|e| e.server().to_vec());
                 m.records
                     .iter()
-                    .map(|r| RecordView {
-                        server: r.server().to_vec(),
-                        location: r.location.clone(),
-                        state: r.state,
-                        acl: r.acl.clone(),
-                        effective: r.effective,
+                    .map(|r| {
+                        let role = match &eff {
+                            _ if r.effective => RecordRole::Effective,
+                            Some(e) if !groups.same_group(r.server(), e) => match r.state {
+                                model::RecordState::Active => RecordRole::Conflict,
+                                _ => RecordRole::Other,
+                            },
+                            // A replica's copy, or a copy kept hidden when
+                            // its group's effective record was deleted.
+                            _ => RecordRole::Shadow,
+                        };
+                        RecordView {
+                            server: r.server().to_vec(),
+                            location: r.location.clone(),
+                            state: r.state,
+                            acl: r.acl.clone(),
+                            effective: r.effective,
+                            role,
+                        }
                     })
                     .collect()
             })

@@ -167,6 +167,35 @@ pub struct RecordView {
     pub acl: Vec<u8>,
     /// This is the record unmodified clients see.
     pub effective: bool,
+    /// How it stands next to the effective record.
+    pub role: RecordRole,
+}
+
+/// How a record stands next to its name's effective record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordRole {
+    /// The record unmodified clients see.
+    Effective,
+    /// A replica's copy: same replica group as the effective record (or a
+    /// copy kept hidden because its group's effective record was deleted).
+    Shadow,
+    /// Active on a server outside the effective record's group: the same
+    /// mailbox created twice.
+    Conflict,
+    /// Reserved or moving on a server outside the effective record's group.
+    Other,
+}
+
+impl RecordRole {
+    /// The word admins see (`XRECORDS`, `mupdatectl records`).
+    pub fn word(self) -> &'static str {
+        match self {
+            RecordRole::Effective => "effective",
+            RecordRole::Shadow => "shadow",
+            RecordRole::Conflict => "conflict",
+            RecordRole::Other => "other",
+        }
+    }
 }
 
 /// A mailbox that two unrelated servers both hold active.

@@ -545,8 +545,15 @@ async fn admin_records_resolve_and_delete_record() {
     assert_eq!(
         r,
         [
-            RecordView { server: b"A".to_vec(), location: b"A!p".to_vec(), state: Active, acl: b"acl-a".to_vec(), effective: true },
-            RecordView { server: b"C".to_vec(), location: b"C!q".to_vec(), state: Active, acl: b"acl-c".to_vec(), effective: false },
+            RecordView { server: b"A".to_vec(), location: b"A!p".to_vec(), state: Active, acl: b"acl-a".to_vec(), effective: true, role: RecordRole::Effective },
+            RecordView {
+                server: b"C".to_vec(),
+                location: b"C!q".to_vec(),
+                state: Active,
+                acl: b"acl-c".to_vec(),
+                effective: false,
+                role: RecordRole::Conflict,
+            },
         ]
     );
     assert_eq!(s.resolve(b"n", b"X").await.unwrap(), no(DOESNT_EXIST));
@@ -928,4 +935,21 @@ async fn prefix_list_reads_records_from_the_index_and_follows_every_change() {
     assert_eq!(prefix(&s), [reserve_line("user.x", "A!q")]);
     s.delete(&a, b"user.x").await.unwrap();
     assert!(prefix(&s).is_empty());
+}
+
+#[tokio::test]
+async fn record_roles_say_how_each_record_stands() {
+    let (_d, s) = open(&pair());
+    let a = admin();
+    s.activate(&a, b"n", b"P!p", b"").await.unwrap();
+    s.activate(&a, b"n", b"R!p", b"").await.unwrap();
+    s.activate(&a, b"n", b"X!p", b"").await.unwrap();
+    s.reserve(&a, b"m", b"Y!p").await.unwrap();
+    s.deactivate(&a, b"n", b"X!p").await.unwrap();
+    let roles = |name: &[u8]| -> Vec<RecordRole> { s.records(name).unwrap().iter().map(|r| r.role).collect() };
+    assert_eq!(roles(b"n"), [RecordRole::Effective, RecordRole::Shadow, RecordRole::Other]);
+    s.activate(&a, b"n", b"X!p", b"").await.unwrap();
+    assert_eq!(roles(b"n"), [RecordRole::Effective, RecordRole::Shadow, RecordRole::Conflict]);
+    assert_eq!(roles(b"m"), [RecordRole::Effective]);
+    assert_eq!(RecordRole::Conflict.word(), "conflict");
 }
