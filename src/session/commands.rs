@@ -5,6 +5,7 @@ use tracing::{error, info, warn};
 use super::{Expect, Next, Session, SessionError, Streaming};
 use crate::protocol::parse::AuthAnswer;
 use crate::protocol::{cyrus, ArgError, Command, Entry, Line, Response, Status, Verb};
+use crate::store::key::server_of;
 use crate::store::{Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
@@ -20,14 +21,6 @@ fn arg_error_text(e: ArgError) -> &'static str {
         ArgError::Extra => cyrus::EXTRA_ARGS,
         ArgError::BadlyFormed => cyrus::BADLY_FORMED,
         ArgError::NotBase64 => INVALID_SASL,
-    }
-}
-
-/// The server part of a location: the bytes before the first `!`.
-pub(crate) fn server_of(location: &[u8]) -> &[u8] {
-    match location.iter().position(|b| *b == b'!') {
-        Some(i) => &location[..i],
-        None => location,
     }
 }
 
@@ -221,7 +214,8 @@ impl Session {
         for entry in self.shared.store.list() {
             let entry = entry?;
             if let Some(h) = &hosts_filter {
-                if !h.contains(super::commands::server_of(entry_location(&entry))) {
+                // The same server the change stream's filter uses.
+                if !h.contains(server_of(entry_location(&entry))) {
                     continue;
                 }
             }
