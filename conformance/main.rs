@@ -37,6 +37,7 @@ mod macros {
     }
 }
 
+mod bench;
 mod differential;
 mod harness;
 mod facts;

@@ -94,6 +94,11 @@ fn default_compression() -> bool {
     // (README, Performance); directories are read far more than written.
     true
 }
+fn default_compression_level() -> i32 {
+    // zstd level 1: measured against sled's default (5) in
+    // docs/performance.md.
+    1
+}
 fn default_cache_capacity_mb() -> u64 {
     // sled's page cache; its own default (1 GiB) is too much for a small box.
     128
@@ -142,6 +147,9 @@ pub struct Config {
     /// Compress the database on disk (zstd).
     #[serde(default = "default_compression")]
     pub compression: bool,
+    /// zstd level for what sled writes (1-22); any level reads any other.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
     /// Logins.
     #[serde(default)]
     pub users: Vec<User>,
@@ -231,6 +239,9 @@ impl Config {
         if self.max_line == 0 || self.max_message < self.max_line {
             return invalid("max_message must be at least max_line, and max_line above 0".into());
         }
+        if !(1..=22).contains(&self.compression_level) {
+            return invalid(format!("compression_level must be 1 to 22 (zstd levels), not {}", self.compression_level));
+        }
         Ok(())
     }
 
@@ -286,5 +297,15 @@ role = "admin"
             "[[replica_groups]]\nname='g'\nservers=['a']\n[[replica_groups]]\nname='h'\nservers=['a']"
         )
         .is_err());
+    }
+
+    #[test]
+    fn compression_level_is_a_zstd_level() {
+        let with = |extra: &str| Config::parse(&format!("listen = [\"127.0.0.1:3905\"]\n{extra}"));
+        assert_eq!(with("").unwrap().compression_level, 1);
+        assert_eq!(with("compression_level = 5").unwrap().compression_level, 5);
+        let e = with("compression_level = 0").unwrap_err().to_string();
+        assert!(e.contains("compression_level must be 1 to 22"), "{e}");
+        assert!(with("compression_level = 23").is_err());
     }
 }

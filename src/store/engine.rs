@@ -173,6 +173,7 @@ impl Store {
             .cache_capacity(cfg.cache_capacity)
             .mode(sled::Mode::LowSpace)
             .use_compression(cfg.compression)
+            .compression_factor(cfg.compression_level)
             .open()?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();

@@ -115,6 +115,8 @@ pub struct StoreConfig {
     /// Compress what sled writes (zstd): about a third of the disk, for
     /// some CPU per write (measured in README's benchmark section).
     pub compression: bool,
+    /// zstd level when `compression` is on (1-22).
+    pub compression_level: i32,
 }
 
 /// A configured replica group.
