@@ -144,63 +144,95 @@ async fn record_one(
     let (mut server_r, mut server_w) = server.split();
     let mut cbuf = vec![0u8; CHUNK];
     let mut sbuf = vec![0u8; CHUNK];
-    let (mut client_open, mut server_open) = (true, true);
-    let (mut c_bytes, mut s_bytes, mut drained) = (0u64, 0u64, 0u64);
-    let mut closed: Option<(&str, f64)> = None;
-    let mut drain_until = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-    while client_open || server_open {
+    let mut from_client = Direction { label: "C", peer: "client", open: true, bytes: 0 };
+    let mut from_server = Direction { label: "S", peer: "server", open: true, bytes: 0 };
+    let mut log = Log {
+        file,
+        started,
+        closed: None,
+        drained: 0,
+        drain_until: tokio::time::Instant::now() + Duration::from_secs(86400 * 365),
+    };
+    while from_client.open || from_server.open {
         tokio::select! {
-            r = client_r.read(&mut cbuf), if client_open => {
-                match r {
-                    Ok(n) if n > 0 => {
-                        c_bytes += n as u64;
-                        if closed.is_some() { drained += n as u64; }
-                        write_lines(&mut file, secs(started), "C", &cbuf[..n])?;
-                        if server_w.write_all(&cbuf[..n]).await.is_err() {
-                            server_open = false;
-                        }
-                    }
-                    _ => {
-                        client_open = false;
-                        let _ = server_w.shutdown().await;
-                        if closed.is_none() {
-                            closed = Some(("client", secs(started)));
-                            drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-                        }
-                    }
-                }
+            r = client_r.read(&mut cbuf), if from_client.open => {
+                log.relay(r, &cbuf, &mut from_client, &mut server_w, &mut from_server).await?;
             }
-            r = server_r.read(&mut sbuf), if server_open => {
-                match r {
-                    Ok(n) if n > 0 => {
-                        s_bytes += n as u64;
-                        if closed.is_some() { drained += n as u64; }
-                        write_lines(&mut file, secs(started), "S", &sbuf[..n])?;
-                        if client_w.write_all(&sbuf[..n]).await.is_err() {
-                            client_open = false;
-                        }
-                    }
-                    _ => {
-                        server_open = false;
-                        let _ = client_w.shutdown().await;
-                        if closed.is_none() {
-                            closed = Some(("server", secs(started)));
-                            drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-                        }
-                    }
-                }
+            r = server_r.read(&mut sbuf), if from_server.open => {
+                log.relay(r, &sbuf, &mut from_server, &mut client_w, &mut from_client).await?;
             }
-            _ = tokio::time::sleep_until(drain_until) => break,
+            _ = tokio::time::sleep_until(log.drain_until) => break,
             _ = stop.changed() => {
-                closed.get_or_insert(("recorder-stopped", secs(started)));
+                log.closed.get_or_insert(("recorder-stopped", secs(started)));
                 break;
             }
         }
     }
-    let (by, at) = closed.unwrap_or(("recorder-stopped", secs(started)));
-    let line = format!("# close {at:.6} closed_by={by} c_bytes={c_bytes} s_bytes={s_bytes} drained_after_close={drained}\n");
-    file.write_all(line.as_bytes())?;
-    file.flush()
+    let (by, at) = log.closed.unwrap_or(("recorder-stopped", secs(started)));
+    let line = format!(
+        "# close {at:.6} closed_by={by} c_bytes={} s_bytes={} drained_after_close={}\n",
+        from_client.bytes, from_server.bytes, log.drained
+    );
+    log.file.write_all(line.as_bytes())?;
+    log.file.flush()
+}
+
+/// One direction of a recorded connection: what its reads are labelled in
+/// the transcript and in `closed_by`, whether it is still read, and how
+/// many bytes came from it.
+struct Direction {
+    label: &'static str,
+    peer: &'static str,
+    open: bool,
+    bytes: u64,
+}
+
+/// The transcript of one connection and how its close went.
+struct Log {
+    file: File,
+    started: Instant,
+    /// The side that closed first, and when.
+    closed: Option<(&'static str, f64)>,
+    /// Bytes copied after the first close.
+    drained: u64,
+    /// When to stop copying the other direction after the first close.
+    drain_until: tokio::time::Instant,
+}
+
+impl Log {
+    /// What one read from `from` gave: record it and copy it to `to`
+    /// (whose direction `back` stops if `to` cannot be written), or, at
+    /// its end, stop reading `from`, shut `to` down and start the drain.
+    async fn relay(
+        &mut self,
+        read: std::io::Result<usize>,
+        buf: &[u8],
+        from: &mut Direction,
+        to: &mut (impl AsyncWriteExt + Unpin),
+        back: &mut Direction,
+    ) -> std::io::Result<()> {
+        match read {
+            Ok(n) if n > 0 => {
+                from.bytes += n as u64;
+                if self.closed.is_some() {
+                    self.drained += n as u64;
+                }
+                write_lines(&mut self.file, secs(self.started), from.label, &buf[..n])?;
+                if to.write_all(&buf[..n]).await.is_err() {
+                    back.open = false;
+                }
+            }
+            _ => {
+                from.open = false;
+                let _ = to.shutdown().await;
+                if self.closed.is_none() {
+                    self.closed = Some((from.peer, secs(self.started)));
+                    self.drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn write_lines(file: &mut File, at: f64, dir: &str, bytes: &[u8]) -> std::io::Result<()> {
