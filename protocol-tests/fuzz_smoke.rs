@@ -56,3 +56,15 @@ fn fuzz_targets_hold_on_mutated_transcripts() {
         fuzzing::command_round_trip(&data);
     }
 }
+
+/// The whole-session target over a bounded, reproducible set of inputs:
+/// random command scripts of a few dozen steps each.
+#[test]
+fn whole_sessions_hold_on_random_scripts() {
+    let mut rng = Rng(0x5e55_1011_f00d_0001);
+    for _ in 0..100 {
+        let len = 16 + (rng.next() % 400) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        fuzzing::session(&data);
+    }
+}

@@ -1,6 +1,10 @@
 //! Bodies of the fuzz targets (fuzz/, cargo-fuzz) so that the same checks
 //! run on stable in the test suite (protocol-tests/fuzz_smoke.rs).
 
+mod session;
+
+pub use session::session;
+
 use crate::protocol::{encode, parse, Decoded, Framer, Limits};
 
 const LIMITS: Limits = Limits { max_line: 4096, max_literal: 65536, max_message: 65536 };
