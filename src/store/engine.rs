@@ -637,6 +637,17 @@ impl Store {
         Ok(changes)
     }
 
+    /// Bytes of every live key and value: what the directory holds before
+    /// sled's own overhead (a diagnostic and test measure; reads everything).
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for kv in self.inner.db.iter() {
+            let (k, v) = kv?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
+    }
+
     /// sled's estimate of the database size on disk, bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
