@@ -180,9 +180,10 @@ async fn one_large_allowed_activate_writes_within_the_documented_bound() {
     // Finding 4's command, at the limits: a 1,024-byte name and 1,024
     // identifiers. Each rights key used to hold the whole name (1,024 x
     // 1,024 bytes more); now an identifier, a 16-byte digest and its
-    // rights. Bound (docs/robustness/limits.md): the key and value bytes
-    // one ACTIVATE writes are at most 3 x the bytes received + 20 bytes
-    // per ACL entry + 2 x the name + 64; measured here on the store.
+    // rights. Bound (docs/robustness/limits.md, from the key layout): the
+    // key and value bytes one ACTIVATE of a new name writes are at most
+    // 3 x the bytes received + 3 x the name + 16 per ACL entry + 41;
+    // measured here on the store.
     let server = LimitServer::start("").await;
     let mut a = admin(&server.addr).await;
     let store = &server.shared.store;
@@ -195,7 +196,7 @@ async fn one_large_allowed_activate_writes_within_the_documented_bound() {
     let (status, _) = activate(&mut a, name.clone(), location, acl).await;
     assert_eq!(status, Status::Ok);
     let written = store.stored_bytes().expect("stored bytes") - before;
-    let bound = 3 * received + 20 * 1024 + 2 * name.len() + 64;
+    let bound = 3 * received + 3 * name.len() + 16 * 1024 + 41;
     eprintln!("one ACTIVATE: {received} bytes received, {written} bytes of keys and values stored (bound {bound})");
     assert!(written <= bound as u64, "{written} bytes stored for {received} received (bound {bound})");
 }
@@ -280,4 +281,87 @@ async fn a_stalled_stream_over_its_byte_bound_is_closed_while_blocked() {
         mupdated::protocol::Response::Entry { entry, .. } => assert_eq!(entry.name(), b"user.after"),
         other => panic!("stream sent {other:?}"),
     }
+}
+
+/// The process's resident set, KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// ACTIVATEs per second from `writers` sessions for `seconds`.
+async fn churn(addr: &str, writers: usize, seconds: f64, prefix: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let addr = addr.to_string();
+        let prefix = format!("{prefix}.w{w}");
+        tasks.push(tokio::spawn(async move {
+            let mut c = admin(&addr).await;
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let name = format!("{prefix}.{:06}", n % 500).into_bytes();
+                let location = if n % 2 == 0 { b"be1!p".to_vec() } else { b"be1!q".to_vec() };
+                c.run_ok(&Command::Activate { name, location, acl: b"owner\tlrswipkxtecdan\t".to_vec() }).await.expect("churn");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("writer");
+    }
+    total as f64 / seconds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_stalled_subscribers_neither_halve_writers_nor_hold_unbounded_memory() {
+    const STALLED: usize = 200;
+    let server = LimitServer::start("write_timeout = 120").await;
+    let hub = server.shared.hub.clone();
+    let (stop, worst) = witness(server.addr.clone());
+    let mut w = admin(&server.addr).await;
+    churn(&server.addr, 4, 0.5, "user.warm").await;
+    let baseline = churn(&server.addr, 4, 2.0, "user.base").await;
+    let rss0 = rss_kib();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        stalled.push(stalled_subscriber(&server.addr).await);
+    }
+    assert!(wait_until(|| hub.len() == STALLED, WAIT).await.is_some(), "every subscriber registered");
+    // 4 MiB of MAILBOX lines at each: more than its socket buffers take,
+    // so every subscriber's task is blocked in a write.
+    fill(&mut w, "shared.fill", 64, 64 * 1024).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).expect("witness running");
+    let worst_fill = worst.await.expect("witness ok");
+    let (stop, worst) = witness(server.addr.clone());
+    let rss1 = rss_kib();
+    let with = churn(&server.addr, 4, 2.0, "user.stalled").await;
+    let rss2 = rss_kib();
+    assert_eq!(hub.len(), STALLED, "under their bounds, blocked streams stay open");
+    let ratio = with / baseline;
+    eprintln!(
+        "{STALLED} stalled subscribers: {baseline:.0} -> {with:.0} ACTIVATE/s ({:.1} %); RSS {rss0} KiB -> {rss1} KiB after the fill -> {rss2} KiB after the churn",
+        ratio * 100.0
+    );
+    stop.send(()).expect("witness running");
+    let worst = worst.await.expect("witness ok");
+    eprintln!("witness FIND slowest: {worst_fill:?} during the fill, {worst:?} during the churn");
+    assert!(worst_fill < Duration::from_secs(2), "a witness FIND waited {worst_fill:?} while the stalled streams filled");
+    assert!(worst < WITNESS_BOUND, "a witness FIND waited {worst:?} while writers churned");
+    assert!(ratio >= 0.6, "writers fell to {:.1} % of their rate without stalled subscribers", ratio * 100.0);
+    // Memory: per blocked stream, the output in flight (a 64 KiB chunk plus
+    // one 64 KiB line, in a buffer of up to twice that) and its queue
+    // (bounded by max_stream_pending_bytes; here the churn's 4 x 500
+    // names of 20 bytes + 64 each); plus 64 MiB for the store's cache and
+    // the fill's values.
+    let per_stream_kib = 2 * (64 + 64) + 4 * 500 * (20 + 64) / 1024;
+    let bound = STALLED as u64 * per_stream_kib + 64 * 1024;
+    let grown = rss2.saturating_sub(rss0);
+    assert!(grown < bound, "RSS grew {grown} KiB with {STALLED} stalled subscribers (bound {bound} KiB)");
+    drop(stalled);
 }

@@ -128,10 +128,11 @@ fn default_max_acl_entries() -> usize {
     1024
 }
 fn default_max_stream_pending_bytes() -> usize {
-    // Name bytes queued for one UPDATE stream: a failover burst of 500,000
-    // 30-byte names fits; a stream that stopped reading is closed once it
-    // is this far behind instead of at write_timeout.
-    16 * 1024 * 1024
+    // Memory of one UPDATE stream's queue (name bytes + 64 per name): a
+    // burst of 90,000 30-byte names (a large failover) fits; 200 streams
+    // that stopped reading hold at most 1.6 GiB, and each is closed once
+    // this far behind instead of at write_timeout.
+    8 * 1024 * 1024
 }
 
 /// The whole configuration file.
@@ -198,7 +199,7 @@ pub struct Config {
     /// Most ACL entries in one ACTIVATE.
     #[serde(default = "default_max_acl_entries")]
     pub max_acl_entries: usize,
-    /// Most bytes of names queued for one UPDATE stream before it is closed.
+    /// Most bytes queued for one UPDATE stream (names + 64 each) before it is closed.
     #[serde(default = "default_max_stream_pending_bytes")]
     pub max_stream_pending_bytes: usize,
 }
@@ -360,7 +361,7 @@ role = "admin"
         let with = |extra: &str| Config::parse(&format!("listen = [\"127.0.0.1:3905\"]\n{extra}"));
         let c = with("").unwrap();
         assert_eq!((c.max_mailbox_name, c.max_location, c.max_acl_identifier, c.max_acl_entries), (1024, 578, 256, 1024));
-        assert_eq!(c.max_stream_pending_bytes, 16 << 20);
+        assert_eq!(c.max_stream_pending_bytes, 8 << 20);
         assert_eq!(with("max_acl_entries = 5").unwrap().max_acl_entries, 5);
         for key in ["max_mailbox_name", "max_location", "max_acl_identifier", "max_acl_entries", "max_stream_pending_bytes"] {
             let e = with(&format!("{key} = 0")).unwrap_err().to_string();

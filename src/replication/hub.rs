@@ -41,11 +41,16 @@ pub struct Overflow {
     pub bytes: usize,
 }
 
+/// What a queued name costs a stream beyond its bytes (two `Arc<[u8]>`
+/// pointers, a hash slot, the shared allocation's counts), counted against
+/// `max_pending_bytes` so that the bound is one of memory.
+pub const QUEUED_NAME_OVERHEAD: usize = 64;
+
 #[derive(Default)]
 struct Pending {
     order: VecDeque<Arc<[u8]>>,
     queued: HashSet<Arc<[u8]>>,
-    /// Name bytes in `order`.
+    /// Name bytes in `order`, plus [`QUEUED_NAME_OVERHEAD`] per name.
     bytes: usize,
     overflowed: bool,
 }
@@ -142,17 +147,19 @@ impl Subscription {
                 if p.overflowed {
                     break;
                 }
-                if p.queued.contains(name) {
+                // One hash per stream and change: insert answers whether
+                // the name was queued already.
+                if !p.queued.insert(name.clone()) {
                     continue;
                 }
-                if p.order.len() >= self.max_pending || p.bytes.saturating_add(name.len()) > self.max_pending_bytes {
+                let cost = name.len() + QUEUED_NAME_OVERHEAD;
+                if p.order.len() >= self.max_pending || p.bytes.saturating_add(cost) > self.max_pending_bytes {
                     // Drop what is queued: the stream will be closed.
                     *p = Pending { overflowed: true, ..Pending::default() };
                     overflowed = true;
                 } else {
-                    p.queued.insert(name.clone());
                     p.order.push_back(name.clone());
-                    p.bytes += name.len();
+                    p.bytes += cost;
                 }
                 woke = true;
             }
@@ -258,20 +265,22 @@ mod tests {
 
     #[tokio::test]
     async fn byte_bound_overflows_and_wakes_the_overflow_waiter() {
-        let hub = Hub::with_limits(100, 10);
+        let o = QUEUED_NAME_OVERHEAD;
+        let hub = Hub::with_limits(100, 10 + 3 * o);
         let reg = hub.subscribe(&[]);
         hub.publish(&[change("abcd", &["s"]), change("efgh", &["s"])]);
-        assert_eq!(reg.subscription().pending.lock().unwrap().bytes, 8);
+        assert_eq!(reg.subscription().pending.lock().unwrap().bytes, 8 + 2 * o);
         // Not overflowed yet: the waiter is still waiting.
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), reg.subscription().overflowed()).await;
         assert!(waiting.is_err());
-        // Taking resets the count; 8 more bytes fit again, 12 do not.
+        // Taking resets the count; 10 bytes in 3 names fit, 12 in 2 do
+        // not (2 names fit in the overhead of 3).
         assert_eq!(reg.subscription().take().unwrap().len(), 2);
         hub.publish(&[change("abcd", &["s"]), change("efgh", &["s"]), change("ij", &["s"])]);
         assert!(reg.subscription().take().is_ok());
-        hub.publish(&[change("abcdef", &["s"]), change("ghijkl", &["s"])]);
+        hub.publish(&[change("abcdef", &["s"]), change("ghijkl", &["s"]), change("mnopqr", &["s"])]);
         let e = tokio::time::timeout(std::time::Duration::from_secs(1), reg.subscription().overflowed()).await;
-        assert_eq!(e, Ok(Overflow { names: 100, bytes: 10 }));
+        assert_eq!(e, Ok(Overflow { names: 100, bytes: 10 + 3 * o }));
         assert_eq!(reg.subscription().pending.lock().unwrap().bytes, 0);
         assert!(reg.subscription().take().is_err());
     }

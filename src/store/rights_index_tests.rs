@@ -119,3 +119,31 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     let s = Store::open(&cfg(&dir), &[]).unwrap();
     assert_eq!(rights(&s, "bob", &[]), want_bob);
 }
+
+/// Measures the synchronous part (parse, rights index, batch) of the worst
+/// ACTIVATE the default limits allow: what it holds an async worker for.
+/// `cargo test --release --lib worst_allowed_activate_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn worst_allowed_activate_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let mut name = b"shared.".to_vec();
+    name.resize(1024, b'n');
+    let mut location = b"be1!".to_vec();
+    location.resize(578, b'p');
+    let acl = |round: usize| -> Vec<u8> {
+        let rights = if round % 2 == 0 { "lrs" } else { "lrswipkxtecdan" };
+        let width = if round % 4 < 2 { 256 } else { 255 };
+        (0..1024).flat_map(|i| format!("{i:0>width$}\t{rights}\t").into_bytes()).collect()
+    };
+    let mut times = Vec::new();
+    for round in 0..40 {
+        let a = acl(round);
+        let t = std::time::Instant::now();
+        s.update(&name, |m, g| model::activate(m, &location, &a, g)).unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!("worst allowed ACTIVATE, synchronous part: median {:?}, max {:?}", times[times.len() / 2], times[times.len() - 1]);
+}
