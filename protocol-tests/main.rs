@@ -55,4 +55,5 @@ mod cli;
 mod robustness;
 mod durability;
 mod fuzz_smoke;
+mod limits;
 mod replay;

@@ -1098,7 +1098,9 @@ async fn fill_stream(ctx: &Ctx<'_>, names: &[String]) -> Result<u64, String> {
     for chunk in names.chunks(32) {
         let mut out = Vec::new();
         for (i, name) in chunk.iter().enumerate() {
-            let unit = format!("{}\tlrs\t", &name[5..]);
+            // 64-byte entries: 512 of them, within mupdated's default
+            // max_acl_entries (1024) and max_acl_identifier (256).
+            let unit = format!("{:x<59}\tlrs\t", &name[5..]);
             let acl = unit.repeat(FILL_ACL_BYTES / unit.len());
             bytes += (name.len() + acl.len() + 32) as u64;
             let cmd = Command::Activate {

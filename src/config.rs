@@ -103,6 +103,37 @@ fn default_cache_capacity_mb() -> u64 {
     // sled's page cache; its own default (1 GiB) is too much for a small box.
     128
 }
+fn default_max_mailbox_name() -> usize {
+    // Cyrus 3.6.1 MAX_MAILBOX_BUFFER (imap/mailbox.h:62), the buffer every
+    // name in its mupdate.c is copied into (`struct pending`); its
+    // MAX_MAILBOX_NAME (490, imap/mailbox.h:60) is not enforced for
+    // DELETED.* names (imap/mboxname.c: mboxname_policycheck).
+    1024
+}
+fn default_max_location() -> usize {
+    // Cyrus 3.6.1 `server!partition` buffers: HOSTNAME_SIZE (512,
+    // imap/mboxlist.h:103) + MAX_PARTITION_LEN (64, imap/mboxlist.h:57) + 2
+    // (imap/mboxlist.c, imap/imapd.c `buf[MAX_PARTITION_LEN + HOSTNAME_SIZE + 2]`).
+    512 + 64 + 2
+}
+fn default_max_acl_identifier() -> usize {
+    // Cyrus canonical identifiers are far shorter (auth_unix: 80 bytes,
+    // lib/auth_unix.c mycanonifyid); room for domains and a leading '-'.
+    256
+}
+fn default_max_acl_entries() -> usize {
+    // Cyrus has no limit; real mailboxes have a handful of entries, shared
+    // ones a few hundred groups at most. Bounds one ACTIVATE's rights-index
+    // work and writes (docs/robustness/limits.md).
+    1024
+}
+fn default_max_stream_pending_bytes() -> usize {
+    // Memory of one UPDATE stream's queue (name bytes + 64 per name): a
+    // burst of 90,000 30-byte names (a large failover) fits; 200 streams
+    // that stopped reading hold at most 1.6 GiB, and each is closed once
+    // this far behind instead of at write_timeout.
+    8 * 1024 * 1024
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +187,21 @@ pub struct Config {
     /// Servers that replicate one another.
     #[serde(default)]
     pub replica_groups: Vec<ReplicaGroupConfig>,
+    /// Longest mailbox name a write may carry, bytes.
+    #[serde(default = "default_max_mailbox_name")]
+    pub max_mailbox_name: usize,
+    /// Longest location (`server!partition`), bytes.
+    #[serde(default = "default_max_location")]
+    pub max_location: usize,
+    /// Longest ACL identifier, bytes.
+    #[serde(default = "default_max_acl_identifier")]
+    pub max_acl_identifier: usize,
+    /// Most ACL entries in one ACTIVATE.
+    #[serde(default = "default_max_acl_entries")]
+    pub max_acl_entries: usize,
+    /// Most bytes queued for one UPDATE stream (names + 64 each) before it is closed.
+    #[serde(default = "default_max_stream_pending_bytes")]
+    pub max_stream_pending_bytes: usize,
 }
 
 /// A configuration that cannot be used.
@@ -239,6 +285,17 @@ impl Config {
         if self.max_line == 0 || self.max_message < self.max_line {
             return invalid("max_message must be at least max_line, and max_line above 0".into());
         }
+        for (key, v) in [
+            ("max_mailbox_name", self.max_mailbox_name),
+            ("max_location", self.max_location),
+            ("max_acl_identifier", self.max_acl_identifier),
+            ("max_acl_entries", self.max_acl_entries),
+            ("max_stream_pending_bytes", self.max_stream_pending_bytes),
+        ] {
+            if v == 0 {
+                return invalid(format!("{key} must be above 0"));
+            }
+        }
         if !(1..=22).contains(&self.compression_level) {
             return invalid(format!("compression_level must be 1 to 22 (zstd levels), not {}", self.compression_level));
         }
@@ -297,6 +354,19 @@ role = "admin"
             "[[replica_groups]]\nname='g'\nservers=['a']\n[[replica_groups]]\nname='h'\nservers=['a']"
         )
         .is_err());
+    }
+
+    #[test]
+    fn command_limits_default_to_cyrus_buffers_and_refuse_zero() {
+        let with = |extra: &str| Config::parse(&format!("listen = [\"127.0.0.1:3905\"]\n{extra}"));
+        let c = with("").unwrap();
+        assert_eq!((c.max_mailbox_name, c.max_location, c.max_acl_identifier, c.max_acl_entries), (1024, 578, 256, 1024));
+        assert_eq!(c.max_stream_pending_bytes, 8 << 20);
+        assert_eq!(with("max_acl_entries = 5").unwrap().max_acl_entries, 5);
+        for key in ["max_mailbox_name", "max_location", "max_acl_identifier", "max_acl_entries", "max_stream_pending_bytes"] {
+            let e = with(&format!("{key} = 0")).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key} must be above 0")), "{e}");
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Server {
         let limits = Limits { max_line: config.max_line, max_literal: config.max_message, max_message: config.max_message };
         let shared = Arc::new(Shared {
             auth: Authenticator::new(&config.users),
-            hub: Hub::new(config.max_stream_pending),
+            hub: Hub::with_limits(config.max_stream_pending, config.max_stream_pending_bytes),
             store,
             limits,
             config,

@@ -14,6 +14,66 @@ const INTERNAL_ERROR: &str = "internal error, see the server log";
 const INVALID_SASL: &str = "invalid SASL response";
 /// A name, location or ACL holding a NUL byte cannot be a Cyrus string.
 const NUL_IN_ARGUMENT: &str = "NUL byte in argument";
+/// A write whose mailbox name is over `max_mailbox_name` (Cyrus has no
+/// text: its buffers are MAX_MAILBOX_BUFFER bytes).
+const NAME_TOO_LONG: &str = "mailbox name too long";
+/// A location over `max_location`.
+const LOCATION_TOO_LONG: &str = "location too long";
+/// An ACL identifier over `max_acl_identifier`.
+const ACL_IDENTIFIER_TOO_LONG: &str = "ACL identifier too long";
+/// An ACL of more than `max_acl_entries` entries.
+const TOO_MANY_ACL_ENTRIES: &str = "too many ACL entries";
+
+/// The limits a write's arguments are checked against before the store is
+/// touched: every one bounds the work and the bytes one command costs.
+struct ArgLimits {
+    name: usize,
+    location: usize,
+    identifier: usize,
+    entries: usize,
+}
+
+impl ArgLimits {
+    fn of(c: &crate::config::Config) -> ArgLimits {
+        ArgLimits {
+            name: c.max_mailbox_name,
+            location: c.max_location,
+            identifier: c.max_acl_identifier,
+            entries: c.max_acl_entries,
+        }
+    }
+
+    /// The `NO` text for the first argument over its limit, logged once.
+    fn check(&self, name: &[u8], location: Option<&[u8]>, acl: Option<&[u8]>) -> Result<(), &'static str> {
+        let refuse = |text: &'static str, limit: usize, got: usize| {
+            warn!(limit, got, mailbox_prefix = %String::from_utf8_lossy(&name[..name.len().min(64)]), "refused: {text}");
+            Err(text)
+        };
+        if name.len() > self.name {
+            return refuse(NAME_TOO_LONG, self.name, name.len());
+        }
+        if let Some(l) = location.filter(|l| l.len() > self.location) {
+            return refuse(LOCATION_TOO_LONG, self.location, l.len());
+        }
+        if let Some(acl) = acl {
+            // Counted as the store parses it (`id TAB rights TAB`, empty
+            // identifiers skipped), without allocating.
+            let (mut entries, mut fields) = (0usize, acl.split(|&b| b == b'\t'));
+            while let (Some(id), Some(_)) = (fields.next(), fields.next()) {
+                if id.len() > self.identifier {
+                    return refuse(ACL_IDENTIFIER_TOO_LONG, self.identifier, id.len());
+                }
+                if !id.is_empty() {
+                    entries += 1;
+                    if entries > self.entries {
+                        return refuse(TOO_MANY_ACL_ENTRIES, self.entries, entries);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 fn arg_error_text(e: ArgError) -> &'static str {
     match e {
@@ -118,6 +178,9 @@ impl Session {
                 if [&name, &location, &acl].iter().any(|a| a.contains(&0)) {
                     return self.no(&tag, NUL_IN_ARGUMENT).await;
                 }
+                if let Err(text) = ArgLimits::of(&self.shared.config).check(&name, Some(&location), Some(&acl)) {
+                    return self.no(&tag, text).await;
+                }
                 let r = store.activate(&identity, &name, &location, &acl).await;
                 self.write_done(&tag, r).await
             }
@@ -125,12 +188,18 @@ impl Session {
                 if name.contains(&0) || location.contains(&0) {
                     return self.no(&tag, NUL_IN_ARGUMENT).await;
                 }
+                if let Err(text) = ArgLimits::of(&self.shared.config).check(&name, Some(&location), None) {
+                    return self.no(&tag, text).await;
+                }
                 let r = store.reserve(&identity, &name, &location).await;
                 self.write_done(&tag, r).await
             }
             Command::Deactivate { name, location } => {
                 if name.contains(&0) || location.contains(&0) {
                     return self.no(&tag, NUL_IN_ARGUMENT).await;
+                }
+                if let Err(text) = ArgLimits::of(&self.shared.config).check(&name, Some(&location), None) {
+                    return self.no(&tag, text).await;
                 }
                 let r = store.deactivate(&identity, &name, &location).await;
                 self.write_done(&tag, r).await
@@ -210,16 +279,27 @@ impl Session {
     /// so any failure here closes the connection instead.
     async fn start_update(&mut self, tag: Vec<u8>, hosts: Vec<Vec<u8>>) -> Result<Next, SessionError> {
         let registration = self.shared.hub.subscribe(&hosts);
-        let hosts_filter = registration.subscription().hosts().cloned();
-        for entry in self.shared.store.list() {
-            let entry = entry?;
-            if let Some(h) = &hosts_filter {
-                // The same server the change stream's filter uses.
-                if !h.contains(server_of(entry_location(&entry))) {
-                    continue;
+        let subscription = registration.subscription();
+        let hosts_filter = subscription.hosts();
+        let (store, conn) = (&self.shared.store, &mut self.conn);
+        let dump = async {
+            for entry in store.list() {
+                let entry = entry?;
+                if let Some(h) = hosts_filter {
+                    // The same server the change stream's filter uses.
+                    if !h.contains(server_of(entry_location(&entry))) {
+                        continue;
+                    }
                 }
+                conn.send(&Response::Entry { tag: tag.clone(), entry }).await?;
             }
-            self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?;
+            Ok::<(), SessionError>(())
+        };
+        // Changes queue up while the dump is written: a peer that stops
+        // reading during it is closed as soon as its stream overflows.
+        tokio::select! {
+            r = dump => r?,
+            overflow = subscription.overflowed() => return Err(overflow.into()),
         }
         self.tagged(&tag, Status::Ok, cyrus::STREAMING_STARTS).await?;
         info!(hosts = hosts.len(), "streaming");

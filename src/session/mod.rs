@@ -202,20 +202,30 @@ impl Session {
     }
 
     /// Send every queued change of the UPDATE stream, current state first
-    /// looked up at send time.
+    /// looked up at send time. The writes race the subscription's overflow:
+    /// a stream that overflows while its peer has stopped reading is closed
+    /// at once (no BYE: its Cyrus slave reconnects and reloads), not after
+    /// `write_timeout`.
     pub(crate) async fn flush_stream(&mut self) -> Result<(), SessionError> {
         let Some(streaming) = &self.streaming else { return Ok(()) };
-        let names = streaming.registration.subscription().take()?;
-        let tag = streaming.tag.clone();
-        for name in names {
-            let response = match self.shared.store.effective(&name)? {
-                Some(entry) => Response::Entry { tag: tag.clone(), entry },
-                None => Response::Delete { tag: tag.clone(), name },
-            };
-            self.conn.send(&response).await?;
+        let subscription = streaming.registration.subscription();
+        let names = subscription.take()?;
+        let (tag, store, conn) = (&streaming.tag, &self.shared.store, &mut self.conn);
+        let send = async {
+            for name in names {
+                let response = match store.effective(&name)? {
+                    Some(entry) => Response::Entry { tag: tag.clone(), entry },
+                    None => Response::Delete { tag: tag.clone(), name: name.to_vec() },
+                };
+                conn.send(&response).await?;
+            }
+            conn.flush().await?;
+            Ok::<(), SessionError>(())
+        };
+        tokio::select! {
+            r = send => r,
+            overflow = subscription.overflowed() => Err(overflow.into()),
         }
-        self.conn.flush().await?;
-        Ok(())
     }
 
     pub(crate) async fn tagged(&mut self, tag: &[u8], status: Status, text: &str) -> Result<(), SessionError> {

@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -110,18 +110,99 @@ fn acl_entries(m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)> {
     parse_acl(&r.acl)
 }
 
-/// Parse a Cyrus ACL string: `id TAB rights TAB` pairs.
+/// Parse a Cyrus ACL string: `id TAB rights TAB` pairs. Linear: an
+/// identifier listed twice keeps its last rights, at the place of its last
+/// occurrence (as the quadratic `retain` + `push` this replaces did);
+/// empty identifiers are skipped.
 pub(crate) fn parse_acl(acl: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
     let mut fields = acl.split(|&b| b == b'\t');
     while let (Some(id), Some(rights)) = (fields.next(), fields.next()) {
-        if id.is_empty() {
-            continue;
+        if !id.is_empty() {
+            pairs.push((id, rights));
         }
-        out.retain(|(i, _)| i.as_slice() != id);
-        out.push((id.to_vec(), rights.to_vec()));
     }
-    out
+    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(pairs.len());
+    for (i, (id, _)) in pairs.iter().enumerate() {
+        last.insert(id, i);
+    }
+    pairs
+        .iter()
+        .enumerate()
+        .filter(|(i, (id, _))| last.get(id) == Some(i))
+        .map(|(_, (id, rights))| (id.to_vec(), rights.to_vec()))
+        .collect()
+}
+
+/// The rights index changes that take a name's effective ACL from `old` to
+/// `new` (each identifier once, as [`parse_acl`] gives them): one hash map,
+/// linear in the entries.
+fn index_rights(batch: &mut sled::Batch, part: &[u8], old: &[(Vec<u8>, Vec<u8>)], new: &[(Vec<u8>, Vec<u8>)]) {
+    if old.is_empty() && new.is_empty() {
+        return;
+    }
+    let digest = key::digest(part);
+    let before: HashMap<&[u8], &[u8]> = old.iter().map(|(i, r)| (i.as_slice(), r.as_slice())).collect();
+    let after: HashMap<&[u8], &[u8]> = new.iter().map(|(i, r)| (i.as_slice(), r.as_slice())).collect();
+    for (id, _) in old {
+        if !after.contains_key(id.as_slice()) {
+            batch.remove(key::rights_key(id, &digest));
+        }
+    }
+    for (id, rights) in new {
+        if before.get(id.as_slice()) != Some(&rights.as_slice()) {
+            batch.insert(key::rights_key(id, &digest), rights.as_slice());
+        }
+    }
+    match (old.is_empty(), new.is_empty()) {
+        (true, false) => batch.insert(key::digest_key(&digest), part),
+        (false, true) => batch.remove(key::digest_key(&digest)),
+        _ => {}
+    }
+}
+
+/// Rebuild the rights index from the names' values when the database has
+/// an older layout (or none): drop every rights key, index every effective
+/// ACL, record the layout. Once per database; costs one pass over it.
+fn migrate_rights_index(db: &sled::Db) -> Result<(), StoreError> {
+    let layout = key::rights_layout_key();
+    if db.get(&layout)?.as_deref() == Some(key::RIGHTS_LAYOUT) {
+        return Ok(());
+    }
+    let fresh = db.scan_prefix([key::NAMES]).next().is_none() && db.scan_prefix([key::RIGHTS]).next().is_none();
+    if !fresh {
+        tracing::info!("rebuilding the rights index (database written with an older layout)");
+        const BATCH: usize = 10_000;
+        let mut dropped = 0usize;
+        let mut batch = sled::Batch::default();
+        for (n, k) in db.scan_prefix([key::RIGHTS]).keys().enumerate() {
+            batch.remove(k?);
+            dropped += 1;
+            if (n + 1) % BATCH == 0 {
+                db.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        for k in db.scan_prefix([key::DIGESTS]).keys() {
+            batch.remove(k?);
+        }
+        db.apply_batch(std::mem::take(&mut batch))?;
+        let (mut names, mut entries) = (0usize, 0usize);
+        for kv in db.scan_prefix([key::NAMES]) {
+            let (k, v) = kv?;
+            let m = Mailbox::decode(&v).map_err(corrupt)?;
+            let acl = acl_entries(&m);
+            entries += acl.len();
+            index_rights(&mut batch, &k[1..], &[], &acl);
+            names += 1;
+            if names % BATCH == 0 {
+                db.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        db.apply_batch(batch)?;
+        tracing::info!(old_keys = dropped, names, entries, "rights index rebuilt");
+    }
+    db.insert(layout, key::RIGHTS_LAYOUT)?;
+    Ok(())
 }
 
 impl Store {
@@ -133,7 +214,7 @@ impl Store {
     pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<Rights>, StoreError> {
         let mut ids: Vec<Vec<u8>> = vec![user.to_vec(), b"anyone".to_vec()];
         ids.extend(groups.iter().cloned());
-        let mut acc: std::collections::BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = std::collections::BTreeMap::new();
+        let mut acc: HashMap<[u8; key::DIGEST_LEN], (Vec<u8>, Vec<u8>)> = HashMap::new();
         for (negative, id) in ids.iter().flat_map(|i| {
             let mut neg = b"-".to_vec();
             neg.extend_from_slice(i);
@@ -142,8 +223,9 @@ impl Store {
             let start = key::rights_range_start(&id);
             for kv in self.inner.db.scan_prefix(&start) {
                 let (k, v) = kv?;
-                let part = k[start.len()..].to_vec();
-                let slot = acc.entry(part).or_default();
+                let digest: [u8; key::DIGEST_LEN] =
+                    k[start.len()..].try_into().map_err(|_| corrupt("rights key of the wrong length".into()))?;
+                let slot = acc.entry(digest).or_default();
                 let into = if negative { &mut slot.1 } else { &mut slot.0 };
                 for c in v.iter() {
                     if !into.contains(c) {
@@ -152,16 +234,24 @@ impl Store {
                 }
             }
         }
+        // Only mailboxes with rights left are looked up; the answer is
+        // sorted into LIST order by mailbox part: O(answer log answer).
         let mut out = Vec::new();
-        for (part, (pos, neg)) in acc {
+        for (digest, (pos, neg)) in acc {
             let rights: Vec<u8> = pos.into_iter().filter(|c| !neg.contains(c)).collect();
             if rights.is_empty() {
                 continue;
             }
-            let name = key::name_of_part(&part).ok_or_else(|| corrupt("rights key without separator".into()))?;
-            out.push((name, rights));
+            let part = self.inner.db.get(key::digest_key(&digest))?.ok_or_else(|| corrupt("rights key without its digest key".into()))?;
+            out.push((part, rights));
         }
-        Ok(out)
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter()
+            .map(|(part, rights)| {
+                let name = key::name_of_part(&part).ok_or_else(|| corrupt("digest value without separator".into()))?;
+                Ok((name, rights))
+            })
+            .collect()
     }
 
     /// Open (or create) the directory at `cfg.path`. `groups` is the
@@ -175,6 +265,7 @@ impl Store {
             .use_compression(cfg.compression)
             .compression_factor(cfg.compression_level)
             .open()?;
+        migrate_rights_index(&db)?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();
         for g in &mut list {
@@ -269,17 +360,7 @@ impl Store {
                 batch.insert(key::server_key(r.server(), &part), index_value(r));
             }
         }
-        let (old_acl, new_acl) = (acl_entries(&old), acl_entries(&new));
-        for (id, rights) in &old_acl {
-            if !new_acl.iter().any(|(i, r)| i == id && r == rights) {
-                batch.remove(key::rights_key(id, &part));
-            }
-        }
-        for (id, rights) in &new_acl {
-            if !old_acl.iter().any(|(i, r)| i == id && r == rights) {
-                batch.insert(key::rights_key(id, &part), rights.as_slice());
-            }
-        }
+        index_rights(&mut batch, &part, &acl_entries(&old), &acl_entries(&new));
         if old.conflict != new.conflict {
             if new.conflict {
                 batch.insert(key::conflict_key(&part), &[]);
@@ -556,6 +637,17 @@ impl Store {
         Ok(changes)
     }
 
+    /// Bytes of every live key and value: what the directory holds before
+    /// sled's own overhead (a diagnostic and test measure; reads everything).
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for kv in self.inner.db.iter() {
+            let (k, v) = kv?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
+    }
+
     /// sled's estimate of the database size on disk, bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
@@ -634,3 +726,7 @@ impl Iterator for RecordScan {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rights_index_tests.rs"]
+mod rights_index_tests;

@@ -23,9 +23,23 @@ pub(crate) const SERVERS: u8 = b's';
 pub(crate) const CONFLICTS: u8 = b'x';
 /// Key space of replica-group state: `g group-name`.
 pub(crate) const GROUPS: u8 = b'g';
-/// Key space of the rights index: `r identifier 0x00 order_key 0x00 suffix`
-/// -> the rights the effective ACL gives that identifier.
+/// Key space of the rights index: `r identifier 0x00 digest` -> the rights
+/// the effective ACL gives that identifier on the mailbox whose
+/// [`mailbox_part`] has that [`digest`]. The name is not copied per
+/// identifier: an ACL of n entries costs n keys of `identifier + 18` bytes.
+/// (Before [`RIGHTS_LAYOUT`] 2 the key held the whole mailbox part.)
 pub(crate) const RIGHTS: u8 = b'r';
+/// Key space mapping a digest back to its mailbox: `h digest` ->
+/// [`mailbox_part`], present while the name's effective ACL has entries.
+pub(crate) const DIGESTS: u8 = b'h';
+/// Key space of the store's own metadata: `m what` -> value.
+pub(crate) const META: u8 = b'm';
+/// Version of the rights index layout, under [`rights_layout_key`]; a
+/// database without it has the layout of version 1 (whole names in the
+/// rights keys) and is rebuilt once at open.
+pub(crate) const RIGHTS_LAYOUT: &[u8] = b"2";
+/// Bytes of a mailbox digest.
+pub(crate) const DIGEST_LEN: usize = 16;
 
 /// Cyrus's `DB_DOMAINSEP_CHAR`.
 const DOMAIN_SEP: u8 = 0x1D;
@@ -218,19 +232,41 @@ pub(crate) fn server_key(server: &[u8], part: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Key of one ACL entry in the rights index.
-pub(crate) fn rights_key(identifier: &[u8], part: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + identifier.len() + part.len());
-    k.push(RIGHTS);
-    k.extend_from_slice(identifier);
-    k.push(0);
-    k.extend_from_slice(part);
+/// The 16-byte digest (BLAKE2b-128) that stands for a mailbox part in the
+/// rights index. A collision (2^-64 odds at 2^32 names) would make two
+/// names share one [`digest_key`]; nothing else depends on it.
+pub(crate) fn digest(part: &[u8]) -> [u8; DIGEST_LEN] {
+    use blake2::digest::consts::U16;
+    use blake2::{Blake2b, Digest};
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(&Blake2b::<U16>::digest(part));
+    out
+}
+
+/// Key of one ACL entry in the rights index (identifiers hold no NUL).
+pub(crate) fn rights_key(identifier: &[u8], digest: &[u8; DIGEST_LEN]) -> Vec<u8> {
+    let mut k = rights_range_start(identifier);
+    k.extend_from_slice(digest);
     k
 }
 
 /// First key of an identifier's range in the rights index.
 pub(crate) fn rights_range_start(identifier: &[u8]) -> Vec<u8> {
-    rights_key(identifier, b"")
+    let mut k = Vec::with_capacity(2 + identifier.len() + DIGEST_LEN);
+    k.push(RIGHTS);
+    k.extend_from_slice(identifier);
+    k.push(0);
+    k
+}
+
+/// Key of a digest's mailbox part.
+pub(crate) fn digest_key(digest: &[u8; DIGEST_LEN]) -> Vec<u8> {
+    prefixed(DIGESTS, digest)
+}
+
+/// Key of the rights index layout version.
+pub(crate) fn rights_layout_key() -> Vec<u8> {
+    prefixed(META, b"rights-layout")
 }
 
 /// First key of a server's index range (`s server 0x00`).

@@ -1,0 +1,149 @@
+//! The linear ACL parser and the rights index layout (digest keys, the
+//! one-time rebuild of a database written with the old layout).
+
+use super::*;
+use crate::store::{Identity, Store, StoreConfig};
+
+fn cfg(dir: &tempfile::TempDir) -> StoreConfig {
+    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1 }
+}
+
+fn admin() -> Identity {
+    Identity { servers: None }
+}
+
+fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
+    let groups: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
+    s.rights_of(user.as_bytes(), &groups)
+        .unwrap()
+        .into_iter()
+        .map(|(n, r)| (String::from_utf8(n).unwrap(), String::from_utf8(r).unwrap()))
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn parser_keeps_last_rights_at_the_last_place_and_skips_empty_ids() {
+    let v = parse_acl(b"a\tlr\t\tzz\tb\tx\ta\tlrs\tc\t\tb\ty\t");
+    let want: Vec<(Vec<u8>, Vec<u8>)> =
+        vec![(b"a".to_vec(), b"lrs".to_vec()), (b"c".to_vec(), b"".to_vec()), (b"b".to_vec(), b"y".to_vec())];
+    assert_eq!(v, want);
+    // A trailing identifier without rights is no entry.
+    assert_eq!(parse_acl(b"a\tl\tdangling"), vec![(b"a".to_vec(), b"l".to_vec())]);
+}
+
+#[test]
+fn parser_is_linear_on_a_large_acl_with_repeats() {
+    // 200,000 entries over 100,000 identifiers, each listed twice: the
+    // quadratic parser took minutes on this; the answer is each one once,
+    // with its second rights, in the order of the second listing.
+    let mut acl = Vec::new();
+    for round in 0..2 {
+        for i in 0..100_000 {
+            acl.extend_from_slice(format!("id{i}\t{}\t", if round == 0 { "l" } else { "lr" }).as_bytes());
+        }
+    }
+    let started = std::time::Instant::now();
+    let v = parse_acl(&acl);
+    assert_eq!(v.len(), 100_000);
+    assert!(v.iter().all(|(_, r)| r == b"lr"));
+    assert_eq!(v[0].0, b"id0");
+    assert_eq!(v[99_999].0, b"id99999");
+    // Generous: about 20 ms in a debug build.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn rights_keys_hold_a_digest_not_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let long = format!("shared.{}", "n".repeat(1000));
+    let acl: Vec<u8> = (0..100).flat_map(|i| format!("user{i}\tlrs\t").into_bytes()).collect();
+    s.activate(&admin(), long.as_bytes(), b"be1!p", &acl).await.unwrap();
+    let db = &s.inner.db;
+    let keys: Vec<sled::IVec> = db.scan_prefix([key::RIGHTS]).keys().map(|k| k.unwrap()).collect();
+    assert_eq!(keys.len(), 100);
+    for k in &keys {
+        assert!(k.len() <= 1 + "user99".len() + 1 + key::DIGEST_LEN, "{} bytes", k.len());
+    }
+    assert_eq!(db.scan_prefix([key::DIGESTS]).count(), 1);
+    assert_eq!(rights(&s, "user7", &[]), pairs(&[(&long, "lrs")]));
+    // Removing the ACL removes every key, the digest's too.
+    s.activate(&admin(), long.as_bytes(), b"be1!p", b"").await.unwrap();
+    assert_eq!(db.scan_prefix([key::RIGHTS]).count(), 0);
+    assert_eq!(db.scan_prefix([key::DIGESTS]).count(), 0);
+    assert!(rights(&s, "user7", &[]).is_empty());
+}
+
+#[tokio::test]
+async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let a = admin();
+    s.activate(&a, b"user.bob", b"be1!p", b"bob\tlrswipkxtecdan\t").await.unwrap();
+    s.activate(&a, b"user.alice", b"be1!p", b"alice\tlrs\tbob\tlr\t").await.unwrap();
+    s.activate(&a, b"shared..odd", b"be2!p", b"anyone\tlrs\t-bob\ts\t").await.unwrap();
+    let want_bob = rights(&s, "bob", &[]);
+    assert_eq!(want_bob, pairs(&[("shared..odd", "lr"), ("user.alice", "lr"), ("user.bob", "lrswipkxtecdan")]));
+    // Turn it into a database of the old layout: `r id 0 part` -> rights,
+    // no digest keys, no layout key; plus a stale old key that the values
+    // do not back (the rebuild trusts the values only).
+    let db = s.inner.db.clone();
+    for k in db.scan_prefix([key::RIGHTS]).keys().chain(db.scan_prefix([key::DIGESTS]).keys()) {
+        db.remove(k.unwrap()).unwrap();
+    }
+    db.remove(key::rights_layout_key()).unwrap();
+    let old_key = |id: &[u8], name: &[u8]| {
+        let mut k = vec![key::RIGHTS];
+        k.extend_from_slice(id);
+        k.push(0);
+        k.extend_from_slice(&key::mailbox_part(name));
+        k
+    };
+    db.insert(old_key(b"bob", b"user.bob"), &b"lrswipkxtecdan"[..]).unwrap();
+    db.insert(old_key(b"bob", b"user.alice"), &b"lr"[..]).unwrap();
+    db.insert(old_key(b"bob", b"user.gone"), &b"lr"[..]).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    drop(s);
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    assert_eq!(rights(&s, "bob", &[]), want_bob);
+    assert_eq!(rights(&s, "carol", &[]), pairs(&[("shared..odd", "lrs")]));
+    assert_eq!(s.inner.db.get(key::rights_layout_key()).unwrap().as_deref(), Some(key::RIGHTS_LAYOUT));
+    assert_eq!(s.inner.db.scan_prefix([key::RIGHTS]).count(), 5);
+    // Reopening again does not rebuild (the layout key is there) and keeps it.
+    drop(s);
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    assert_eq!(rights(&s, "bob", &[]), want_bob);
+}
+
+/// Measures the synchronous part (parse, rights index, batch) of the worst
+/// ACTIVATE the default limits allow: what it holds an async worker for.
+/// `cargo test --release --lib worst_allowed_activate_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn worst_allowed_activate_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let mut name = b"shared.".to_vec();
+    name.resize(1024, b'n');
+    let mut location = b"be1!".to_vec();
+    location.resize(578, b'p');
+    let acl = |round: usize| -> Vec<u8> {
+        let rights = if round % 2 == 0 { "lrs" } else { "lrswipkxtecdan" };
+        let width = if round % 4 < 2 { 256 } else { 255 };
+        (0..1024).flat_map(|i| format!("{i:0>width$}\t{rights}\t").into_bytes()).collect()
+    };
+    let mut times = Vec::new();
+    for round in 0..40 {
+        let a = acl(round);
+        let t = std::time::Instant::now();
+        s.update(&name, |m, g| model::activate(m, &location, &a, g)).unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!("worst allowed ACTIVATE, synchronous part: median {:?}, max {:?}", times[times.len() / 2], times[times.len() - 1]);
+}
