@@ -52,6 +52,7 @@ transcripts!(
 
 mod bench_smoke;
 mod cli;
+mod connections;
 mod robustness;
 mod durability;
 mod fuzz_smoke;
