@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use blake2::{Blake2b512, Digest};
 
@@ -72,6 +72,11 @@ pub struct Authenticator {
     /// no hash of their own; present when any account has a hash.
     dummy: Option<String>,
     hash_permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// argon2's working memory, reused: allocating 19 MiB per check let
+    /// the allocator keep gigabytes across threads under a flood of
+    /// checks; kept are at most `max_hash_checks` of them.
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
+    max_hash_checks: usize,
 }
 
 fn digest(user: &str, password: &[u8]) -> [u8; 64] {
@@ -122,7 +127,22 @@ impl Authenticator {
             verified: Mutex::new(HashMap::new()),
             dummy: dummy.flatten(),
             hash_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_hash_checks.max(1))),
+            memory: Mutex::new(Vec::new()),
+            max_hash_checks: max_hash_checks.max(1),
         }
+    }
+
+    /// Does `password` match the PHC string `phc`? Computed with a reused
+    /// working memory.
+    fn verify(&self, phc: &str, password: &[u8]) -> bool {
+        let mut memory = self.memory.lock().ok().and_then(|mut m| m.pop()).unwrap_or_default();
+        let ok = verify_with(&mut memory, phc, password).unwrap_or(false);
+        if let Ok(mut m) = self.memory.lock() {
+            if m.len() < self.max_hash_checks {
+                m.push(memory);
+            }
+        }
+        ok
     }
 
     /// Permits for argon2 verifications: hold one while calling
@@ -153,9 +173,7 @@ impl Authenticator {
     /// Spend what a real check of a hash costs, for a failure without one.
     fn dummy_check(&self, password: &[u8]) {
         if let Some(h) = &self.dummy {
-            if let Ok(parsed) = PasswordHash::new(h) {
-                let _ = Argon2::default().verify_password(password, &parsed);
-            }
+            let _ = self.verify(h, password);
         }
     }
 
@@ -206,8 +224,9 @@ impl Authenticator {
                         return Ok(());
                     }
                 }
-                let parsed = PasswordHash::new(h).map_err(|_| AuthError::WrongPassword)?;
-                Argon2::default().verify_password(password, &parsed).map_err(|_| AuthError::WrongPassword)?;
+                if !self.verify(h, password) {
+                    return Err(AuthError::WrongPassword);
+                }
                 if let Ok(mut cache) = self.verified.lock() {
                     cache.insert(user.to_string(), d);
                 }
@@ -215,6 +234,30 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// argon2 verification of `password` against `phc` in `memory` (grown to
+/// the hash's own cost when needed): what `PasswordVerifier` does, without
+/// a fresh allocation of the whole working memory each time.
+fn verify_with(memory: &mut Vec<argon2::Block>, phc: &str, password: &[u8]) -> Option<bool> {
+    let parsed = PasswordHash::new(phc).ok()?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = match parsed.version {
+        Some(v) => argon2::Version::try_from(v).ok()?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(&parsed).ok()?;
+    let expected = parsed.hash?;
+    let mut salt = [0u8; 64];
+    let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
+        .ok()?;
+    Some(constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// `authzid NUL authcid NUL password`, the names as UTF-8.

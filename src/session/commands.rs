@@ -96,7 +96,10 @@ impl Session {
                 }
                 let writes = matches!(
                     cmd,
-                    Command::Activate { .. } | Command::Reserve { .. } | Command::Deactivate { .. } | Command::Delete { .. }
+                    Command::Activate { .. }
+                        | Command::Reserve { .. }
+                        | Command::Deactivate { .. }
+                        | Command::Delete { .. }
                 );
                 if writes && !login.may_write() {
                     return self.bad(&tag, cyrus::READ_ONLY).await;
@@ -291,7 +294,7 @@ impl Session {
                 if !self.logged_in() {
                     return Ok(Next::Close);
                 }
-                tracing::Span::current().record("user", Escaped(login.user.as_bytes()).to_string());
+                tracing::Span::current().record("user", tracing::field::display(Escaped(login.user.as_bytes())));
                 info!(role = ?login.role, "logged in");
                 self.login = Some(login);
                 self.tagged(&tag, Status::Ok, cyrus::AUTHENTICATED).await?;
@@ -301,8 +304,8 @@ impl Session {
                     a.login_failed(*ip);
                 }
                 // user and peer for fail2ban and the like, escaped.
-                let user = Escaped(crate::auth::claimed_user(&data)).to_string();
-                warn!(user, peer = %self.peer_ip(), reason = %e, "failed login");
+                let user = Escaped(crate::auth::claimed_user(&data));
+                warn!(user = %user, peer = %self.peer_ip(), reason = %e, "failed login");
                 self.conn.flush().await?;
                 tokio::time::sleep(std::time::Duration::from_secs(shared.config.failed_login_pause)).await;
                 self.tagged(&tag, Status::No, "authentication failed").await?;
