@@ -41,11 +41,15 @@ impl LimitServer {
         config.data_dir = dir.path().join("data");
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addrs()[0].to_string();
-        let shared = server.shared();
+        let shared = server.shared().expect("bound servers have their store open");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
         LimitServer { addr, shared, stop: Some(tx), task: Some(task), _dir: dir }
     }
 }

@@ -52,6 +52,8 @@ transcripts!(
 
 mod bench_smoke;
 mod cli;
+mod connections;
+mod daemon_limits;
 mod robustness;
 mod durability;
 mod fuzz_smoke;

@@ -73,9 +73,13 @@ impl TestServer {
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addrs()[0];
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
         TestServer { addr, stop: Some(tx), task: Some(task), dir }
     }
 

@@ -134,6 +134,36 @@ fn default_max_stream_pending_bytes() -> usize {
     // this far behind instead of at write_timeout.
     8 * 1024 * 1024
 }
+fn default_command_timeout() -> u64 {
+    // max_message (1 MiB) at 20 KB/s; a murder's LAN is far faster, and a
+    // peer that dribbles a command holds its slot no longer than this.
+    60
+}
+fn default_max_connections_per_peer() -> usize {
+    // Every imapd process of a backend opens its own connection for a
+    // mailbox operation: hundreds at once from one busy backend are real.
+    512
+}
+fn default_max_login_backoff() -> u64 {
+    // A peer's failed logins double its wait before the next check, from
+    // failed_login_pause up to this; a minute stops guessing at 1/min.
+    60
+}
+fn default_max_hash_checks() -> usize {
+    // argon2 is CPU- and memory-bound (19 MiB each at the default cost):
+    // more at once than cores only queues inside the kernel and costs memory.
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+fn default_listen_backlog() -> u32 {
+    // A restart's reconnect storm (every backend process and frontend at
+    // once) must wait in the kernel, not be reset; 128 dropped hundreds of 5,000.
+    1024
+}
+fn default_max_unauthenticated_message() -> usize {
+    // A SASL PLAIN exchange with 255-byte names and password is under
+    // 1 KiB of base64; nothing else is said before login.
+    8 * 1024
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +232,31 @@ pub struct Config {
     /// Most bytes queued for one UPDATE stream (names + 64 each) before it is closed.
     #[serde(default = "default_max_stream_pending_bytes")]
     pub max_stream_pending_bytes: usize,
+    /// Seconds one command may take to arrive once its first byte did.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: u64,
+    /// Most connections not logged in at once (default: a quarter of
+    /// `max_connections`); past it the oldest of them is closed.
+    #[serde(default)]
+    pub max_unauthenticated: Option<usize>,
+    /// Most connections from one peer address.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Longest wait, seconds, imposed on a peer address after failed logins.
+    #[serde(default = "default_max_login_backoff")]
+    pub max_login_backoff: u64,
+    /// Password hash verifications running at once.
+    #[serde(default = "default_max_hash_checks")]
+    pub max_hash_checks: usize,
+    /// Networks that may connect at all (empty: any).
+    #[serde(default)]
+    pub allow: Vec<Network>,
+    /// Length of the kernel's queue of connections not yet accepted.
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
+    /// Largest message (line or literal) accepted before login, bytes.
+    #[serde(default = "default_max_unauthenticated_message")]
+    pub max_unauthenticated_message: usize,
 }
 
 /// A configuration that cannot be used.
@@ -218,8 +273,8 @@ pub enum ConfigError {
 impl Config {
     /// Read and check a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let config = Config::parse(&text).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
             other => other,
@@ -299,7 +354,43 @@ impl Config {
         if !(1..=22).contains(&self.compression_level) {
             return invalid(format!("compression_level must be 1 to 22 (zstd levels), not {}", self.compression_level));
         }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be above 0".into());
+        }
+        if let Some(n) = self.max_unauthenticated {
+            if n == 0 || n > self.max_connections {
+                return invalid(format!(
+                    "max_unauthenticated must be 1 to max_connections ({}), not {n}",
+                    self.max_connections
+                ));
+            }
+        }
+        if self.max_connections_per_peer == 0 {
+            return invalid("max_connections_per_peer must be above 0".into());
+        }
+        if self.max_hash_checks == 0 {
+            return invalid("max_hash_checks must be above 0".into());
+        }
+        if self.listen_backlog == 0 {
+            return invalid("listen_backlog must be above 0".into());
+        }
+        if self.max_unauthenticated_message < 1024 {
+            return invalid("max_unauthenticated_message must be at least 1024 (a SASL PLAIN exchange)".into());
+        }
+        if self.command_timeout == 0 || self.login_timeout == 0 {
+            return invalid("command_timeout and login_timeout must be above 0".into());
+        }
         Ok(())
+    }
+
+    /// Connections not logged in that may be open at once.
+    pub fn max_unauthenticated(&self) -> usize {
+        self.max_unauthenticated.unwrap_or((self.max_connections / 4).max(1)).min(self.max_connections)
+    }
+
+    /// May a peer at this address connect?
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(ip))
     }
 
     /// Replica groups in the store's terms.
@@ -312,6 +403,58 @@ impl Config {
                 primary: g.primary.as_ref().map(|p| p.as_bytes().to_vec()),
             })
             .collect()
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or one
+/// address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Is `ip` inside this network? An IPv4 address seen as IPv6
+    /// (`::ffff:a.b.c.d`, a dual-stack listener) counts as IPv4.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.as_str(), None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("allow: {s:?} is not an address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("allow: {s:?}: prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(Network { addr, prefix })
     }
 }
 
@@ -346,10 +489,7 @@ role = "admin"
         assert!(Config::parse("[[users]]\nname='a'\npassword='x'\nrole='backend'").is_err());
         assert!(Config::parse("[[users]]\nname='a'\npassword='x'\nrole='reader'\nservers=['b']").is_err());
         assert!(Config::parse("[[users]]\nname='a'\npassword_hash='nope'\nrole='admin'").is_err());
-        assert!(Config::parse(
-            "[[replica_groups]]\nname='g'\nservers=['a','b']\nprimary='c'"
-        )
-        .is_err());
+        assert!(Config::parse("[[replica_groups]]\nname='g'\nservers=['a','b']\nprimary='c'").is_err());
         assert!(Config::parse(
             "[[replica_groups]]\nname='g'\nservers=['a']\n[[replica_groups]]\nname='h'\nservers=['a']"
         )
@@ -377,5 +517,29 @@ role = "admin"
         let e = with("compression_level = 0").unwrap_err().to_string();
         assert!(e.contains("compression_level must be 1 to 22"), "{e}");
         assert!(with("compression_level = 23").is_err());
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let with = |extra: &str| Config::parse(&format!("listen = [\"127.0.0.1:3905\"]\n{extra}"));
+        let c = with("").unwrap();
+        assert_eq!((c.max_unauthenticated(), c.listen_backlog, c.max_unauthenticated_message), (1024, 1024, 8192));
+        assert_eq!(with("max_connections = 2").unwrap().max_unauthenticated(), 1);
+        assert!(with("max_connections = 10\nmax_unauthenticated = 11").is_err());
+        assert!(with("max_unauthenticated = 0").is_err());
+        assert!(with("max_hash_checks = 0").is_err());
+        assert!(with("max_unauthenticated_message = 10").is_err());
+        assert!(with("allow = [\"10.0.0.0/33\"]").is_err());
+        assert!(with("allow = [\"nonsense\"]").is_err());
+    }
+
+    #[test]
+    fn allow_list_matches_networks() {
+        let c = Config::parse("allow = [\"10.0.0.0/8\", \"192.168.1.7\", \"2001:db8::/32\"]").unwrap();
+        let ok = |s: &str| c.allows(s.parse().unwrap());
+        assert!(ok("10.200.3.4") && ok("192.168.1.7") && ok("::ffff:10.0.0.1") && ok("2001:db8:1::5"));
+        assert!(!ok("11.0.0.1") && !ok("192.168.1.8") && !ok("2001:db9::1") && !ok("127.0.0.1"));
+        assert!(Config::parse("allow = [\"0.0.0.0/0\"]").unwrap().allows("8.8.8.8".parse().unwrap()));
+        assert!(Config::parse("").unwrap().allows("8.8.8.8".parse().unwrap()));
     }
 }

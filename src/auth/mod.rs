@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use blake2::{Blake2b512, Digest};
 
@@ -59,9 +59,24 @@ struct Account {
 /// for every mailbox change, so a successful check is remembered (as a
 /// keyed digest of the password, never the password) until the password
 /// presented changes.
+///
+/// When any account has a hash, every failing check costs one argon2
+/// verification (an unknown user and a wrong plain password are verified
+/// against a dummy hash), so the time to a NO does not tell users apart;
+/// and at most `max_hash_checks` verifications run at once ([`Self::hash_permits`]),
+/// which bounds their CPU and memory whatever peers send.
 pub struct Authenticator {
     accounts: HashMap<String, Account>,
     verified: Mutex<HashMap<String, [u8; 64]>>,
+    /// A hash of a random password, verified for the failures that have
+    /// no hash of their own; present when any account has a hash.
+    dummy: Option<String>,
+    hash_permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// argon2's working memory, reused: allocating 19 MiB per check let
+    /// the allocator keep gigabytes across threads under a flood of
+    /// checks; kept are at most `max_hash_checks` of them.
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
+    max_hash_checks: usize,
 }
 
 fn digest(user: &str, password: &[u8]) -> [u8; 64] {
@@ -81,8 +96,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Authenticator {
+    /// Accounts for `users`, as many hash checks at once as cores.
     pub fn new(users: &[User]) -> Self {
-        let accounts = users
+        Self::with_max_hash_checks(users, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    }
+
+    /// Accounts for `users`, at most `max_hash_checks` argon2 checks at once.
+    pub fn with_max_hash_checks(users: &[User], max_hash_checks: usize) -> Self {
+        let accounts: HashMap<String, Account> = users
             .iter()
             .map(|u| {
                 let secret = match (&u.password, &u.password_hash) {
@@ -94,7 +115,66 @@ impl Authenticator {
                 (u.name.clone(), Account { role: u.role, servers, secret })
             })
             .collect();
-        Authenticator { accounts, verified: Mutex::new(HashMap::new()) }
+        let any_hash = accounts.values().any(|a| matches!(a.secret, Secret::Hash(_)));
+        let dummy = any_hash.then(|| {
+            let mut random = [0u8; 32];
+            use argon2::password_hash::rand_core::RngCore;
+            argon2::password_hash::rand_core::OsRng.fill_bytes(&mut random);
+            hash_password(&blake2_hex(&random)).ok()
+        });
+        Authenticator {
+            accounts,
+            verified: Mutex::new(HashMap::new()),
+            dummy: dummy.flatten(),
+            hash_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_hash_checks.max(1))),
+            memory: Mutex::new(Vec::new()),
+            max_hash_checks: max_hash_checks.max(1),
+        }
+    }
+
+    /// Does `password` match the PHC string `phc`? Computed with a reused
+    /// working memory.
+    fn verify(&self, phc: &str, password: &[u8]) -> bool {
+        let mut memory = self.memory.lock().ok().and_then(|mut m| m.pop()).unwrap_or_default();
+        let ok = verify_with(&mut memory, phc, password).unwrap_or(false);
+        if let Ok(mut m) = self.memory.lock() {
+            if m.len() < self.max_hash_checks {
+                m.push(memory);
+            }
+        }
+        ok
+    }
+
+    /// Permits for argon2 verifications: hold one while calling
+    /// [`Self::plain`] whenever [`Self::needs_hash`] says so.
+    pub fn hash_permits(&self) -> &std::sync::Arc<tokio::sync::Semaphore> {
+        &self.hash_permits
+    }
+
+    /// Would checking this response run an argon2 verification? False only
+    /// when it succeeds cheaply (a plain password, or a hash already
+    /// verified for this very password) or is malformed.
+    pub fn needs_hash(&self, response: &[u8]) -> bool {
+        let Some((_, authcid, password)) = split_plain(response) else {
+            return false;
+        };
+        match self.accounts.get(authcid) {
+            None => self.dummy.is_some(),
+            Some(Account { secret: Secret::Plain(p), .. }) => !constant_time_eq(p, password) && self.dummy.is_some(),
+            Some(Account { secret: Secret::Hash(_), .. }) => !self.cached(authcid, password),
+        }
+    }
+
+    fn cached(&self, user: &str, password: &[u8]) -> bool {
+        let d = digest(user, password);
+        self.verified.lock().is_ok_and(|cache| cache.get(user).is_some_and(|c| constant_time_eq(c, &d)))
+    }
+
+    /// Spend what a real check of a hash costs, for a failure without one.
+    fn dummy_check(&self, password: &[u8]) {
+        if let Some(h) = &self.dummy {
+            let _ = self.verify(h, password);
+        }
     }
 
     /// SASL mechanisms offered in the greeting.
@@ -105,14 +185,11 @@ impl Authenticator {
     /// Check a SASL PLAIN response (`authzid NUL authcid NUL password`).
     /// May run an argon2 verification: call from a blocking context.
     pub fn plain(&self, response: &[u8]) -> Result<Login, AuthError> {
-        let mut parts = response.split(|b| *b == 0);
-        let (authzid, authcid, password) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(z), Some(c), Some(p), None) => (z, c, p),
-            _ => return Err(AuthError::Malformed),
+        let (authzid, authcid, password) = split_plain(response).ok_or(AuthError::Malformed)?;
+        let Some(account) = self.accounts.get(authcid) else {
+            self.dummy_check(password);
+            return Err(AuthError::UnknownUser);
         };
-        let authcid = std::str::from_utf8(authcid).map_err(|_| AuthError::Malformed)?;
-        let authzid = std::str::from_utf8(authzid).map_err(|_| AuthError::Malformed)?;
-        let account = self.accounts.get(authcid).ok_or(AuthError::UnknownUser)?;
         self.check_password(authcid, account, password)?;
         // An admin may act as another configured user (as Cyrus's admins may).
         let (user, account) = if authzid.is_empty() || authzid == authcid {
@@ -136,6 +213,7 @@ impl Authenticator {
                 if constant_time_eq(p, password) {
                     Ok(())
                 } else {
+                    self.dummy_check(password);
                     Err(AuthError::WrongPassword)
                 }
             }
@@ -146,8 +224,9 @@ impl Authenticator {
                         return Ok(());
                     }
                 }
-                let parsed = PasswordHash::new(h).map_err(|_| AuthError::WrongPassword)?;
-                Argon2::default().verify_password(password, &parsed).map_err(|_| AuthError::WrongPassword)?;
+                if !self.verify(h, password) {
+                    return Err(AuthError::WrongPassword);
+                }
                 if let Ok(mut cache) = self.verified.lock() {
                     cache.insert(user.to_string(), d);
                 }
@@ -155,20 +234,57 @@ impl Authenticator {
             }
         }
     }
+}
 
-    /// True when checking this login may be slow (an uncached argon2 hash).
-    pub fn is_slow(&self) -> bool {
-        self.accounts.values().any(|a| matches!(a.secret, Secret::Hash(_)))
+/// argon2 verification of `password` against `phc` in `memory` (grown to
+/// the hash's own cost when needed): what `PasswordVerifier` does, without
+/// a fresh allocation of the whole working memory each time.
+fn verify_with(memory: &mut Vec<argon2::Block>, phc: &str, password: &[u8]) -> Option<bool> {
+    let parsed = PasswordHash::new(phc).ok()?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = match parsed.version {
+        Some(v) => argon2::Version::try_from(v).ok()?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(&parsed).ok()?;
+    let expected = parsed.hash?;
+    let mut salt = [0u8; 64];
+    let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
+        .ok()?;
+    Some(constant_time_eq(&out, expected.as_bytes()))
+}
+
+/// `authzid NUL authcid NUL password`, the names as UTF-8.
+fn split_plain(response: &[u8]) -> Option<(&str, &str, &[u8])> {
+    let mut parts = response.split(|b| *b == 0);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(z), Some(c), Some(p), None) => Some((std::str::from_utf8(z).ok()?, std::str::from_utf8(c).ok()?, p)),
+        _ => None,
     }
 }
 
-/// Make a PHC string (argon2id, random salt) for `password_hash`.
+/// The user a PLAIN response claims to be (its authcid), as sent: for the
+/// log of a failed login. Empty when the response has no such field.
+pub fn claimed_user(response: &[u8]) -> &[u8] {
+    response.split(|b| *b == 0).nth(1).unwrap_or_default()
+}
+
+fn blake2_hex(bytes: &[u8]) -> String {
+    Blake2b512::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Make a PHC string (argon2id, random salt) for `password_hash`, with the
+/// argon2 crate's default cost: argon2id v19, m = 19456 KiB, t = 2, p = 1
+/// (OWASP's first recommendation), about 20-40 ms of one core per check.
 pub fn hash_password(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -177,7 +293,13 @@ mod tests {
 
     fn users() -> Vec<User> {
         vec![
-            User { name: "admin".into(), password: Some("pw".into()), password_hash: None, role: Role::Admin, servers: vec![] },
+            User {
+                name: "admin".into(),
+                password: Some("pw".into()),
+                password_hash: None,
+                role: Role::Admin,
+                servers: vec![],
+            },
             User {
                 name: "be1".into(),
                 password: None,
@@ -185,13 +307,19 @@ mod tests {
                 role: Role::Backend,
                 servers: vec!["be1".into()],
             },
-            User { name: "fe".into(), password: Some("r".into()), password_hash: None, role: Role::Reader, servers: vec![] },
+            User {
+                name: "fe".into(),
+                password: Some("r".into()),
+                password_hash: None,
+                role: Role::Reader,
+                servers: vec![],
+            },
         ]
     }
 
     #[test]
     fn plain_logins() {
-        let a = Authenticator::new(&users());
+        let a = Authenticator::with_max_hash_checks(&users(), 2);
         let l = a.plain(b"\0admin\0pw").unwrap();
         assert_eq!((l.user.as_str(), l.role, l.identity.servers.clone()), ("admin", Role::Admin, None));
         assert!(l.may_write() && l.is_admin());
@@ -209,5 +337,23 @@ mod tests {
         // Only admins may act as someone else.
         assert_eq!(a.plain(b"admin\0fe\0r"), Err(AuthError::NotAuthorized));
         assert_eq!(a.plain(b"fe\0admin\0pw").unwrap().user, "fe");
+    }
+
+    #[test]
+    fn only_failures_and_uncached_hashes_need_a_hash_check() {
+        let a = Authenticator::with_max_hash_checks(&users(), 2);
+        assert!(!a.needs_hash(b"\0admin\0pw"), "plain, right");
+        assert!(a.needs_hash(b"\0admin\0wrong"), "plain, wrong: dummy check");
+        assert!(a.needs_hash(b"\0nobody\0x"), "unknown: dummy check");
+        assert!(!a.needs_hash(b"garbage"), "malformed");
+        assert!(a.needs_hash(b"\0be1\0secret"), "not yet cached");
+        assert!(a.plain(b"\0be1\0secret").is_ok());
+        assert!(!a.needs_hash(b"\0be1\0secret"), "cached");
+        assert!(a.needs_hash(b"\0be1\0other"));
+        // Without any hash configured, nothing is slow.
+        let plain_only = Authenticator::new(&users()[..1]);
+        assert!(!plain_only.needs_hash(b"\0nobody\0x") && !plain_only.needs_hash(b"\0admin\0x"));
+        assert_eq!(claimed_user(b"z\0be1\0pw"), b"be1");
+        assert_eq!(claimed_user(b"nonul"), b"");
     }
 }

@@ -36,7 +36,21 @@ fn main() -> ExitCode {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
     use std::io::IsTerminal;
+    // Every field value goes through one escaping step, so that nothing a
+    // peer sends (a name with a line feed, a terminal escape) can forge a
+    // line, whichever call site logged it.
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = mupdated::net::log::escape_str(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
@@ -63,15 +77,23 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let server = match Server::bind(config).await {
+        // Listen first: connections that arrive while the store opens
+        // (sled's recovery after a crash takes seconds) wait for their
+        // greeting instead of being refused.
+        let server = match Server::listen(config) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("mupdated: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
-        ExitCode::SUCCESS
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mupdated: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

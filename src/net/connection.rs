@@ -50,6 +50,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
+    /// Enforce other limits from the next message on (at login). Only
+    /// between messages: the framer holds no state then.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.framer = Framer::new(limits);
+    }
+
     /// A whole message already buffered, if any. Never waits.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.input.is_empty() {

@@ -16,6 +16,7 @@
 use tracing::{error, info};
 
 use super::{Next, Session, SessionError};
+use crate::net::log::Escaped;
 use crate::protocol::{cyrus, AdminVerb, Response, Status};
 use crate::store::{RecordState, Reply, StoreError};
 
@@ -94,7 +95,7 @@ impl Session {
                     self.tagged(tag, Status::No, text).await?;
                     return Ok(());
                 }
-                info!(name = %String::from_utf8_lossy(&name), server = %String::from_utf8_lossy(&server), "conflict resolved");
+                info!(name = %Escaped(&name), server = %Escaped(&server), "conflict resolved");
             }
             AdminVerb::Groups => {
                 for g in store.groups() {
@@ -115,7 +116,7 @@ impl Session {
                     let server = if server.is_empty() { None } else { Some(&server[..]) };
                     let changes = store.set_primary(&group, server).await?;
                     self.shared.hub.publish(&changes);
-                    info!(group, primary = %String::from_utf8_lossy(server.unwrap_or(b"")), changed = changes.len(), "primary set");
+                    info!(group = %Escaped(group.as_bytes()), primary = %Escaped(server.unwrap_or(b"")), changed = changes.len(), "primary set");
                 }
             }
             AdminVerb::DeleteRecord => {

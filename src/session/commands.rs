@@ -3,6 +3,7 @@
 use tracing::{error, info, warn};
 
 use super::{Expect, Next, Session, SessionError, Streaming};
+use crate::net::log::Escaped;
 use crate::protocol::parse::AuthAnswer;
 use crate::protocol::{cyrus, ArgError, Command, Entry, Line, Response, Status, Verb};
 use crate::store::key::server_of;
@@ -155,7 +156,10 @@ impl Session {
                 }
                 let writes = matches!(
                     cmd,
-                    Command::Activate { .. } | Command::Reserve { .. } | Command::Deactivate { .. } | Command::Delete { .. }
+                    Command::Activate { .. }
+                        | Command::Reserve { .. }
+                        | Command::Deactivate { .. }
+                        | Command::Delete { .. }
                 );
                 if writes && !login.may_write() {
                     return self.bad(&tag, cyrus::READ_ONLY).await;
@@ -333,24 +337,55 @@ impl Session {
             AuthAnswer::Invalid => return self.no(&tag, INVALID_SASL).await,
         };
         let shared = self.shared.clone();
-        let result = if shared.auth.is_slow() {
-            let s = shared.clone();
-            match tokio::task::spawn_blocking(move || s.auth.plain(&data)).await {
-                Ok(r) => r,
+        let peer = self.slot.as_ref().map(|s| (s.admission().clone(), s.peer()));
+        // A peer address whose logins failed waits before its next check
+        // (within the login deadline, which ends the session).
+        if let Some(until) = peer.as_ref().and_then(|(a, ip)| a.backoff_until(*ip)) {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        let auth = shared.auth.clone();
+        let result = if auth.needs_hash(&data) {
+            // At most max_hash_checks argon2 runs at once; the rest queue
+            // here, each within its own login deadline.
+            match auth.hash_permits().clone().acquire_owned().await {
+                Ok(permit) => {
+                    let (a, d) = (auth.clone(), data.clone());
+                    match tokio::task::spawn_blocking(move || {
+                        let r = a.plain(&d);
+                        drop(permit);
+                        r
+                    })
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(crate::auth::AuthError::Malformed),
+                    }
+                }
                 Err(_) => Err(crate::auth::AuthError::Malformed),
             }
         } else {
-            shared.auth.plain(&data)
+            auth.plain(&data)
         };
         match result {
             Ok(login) => {
-                tracing::Span::current().record("user", login.user.as_str());
+                if let Some((a, ip)) = &peer {
+                    a.login_succeeded(*ip);
+                }
+                if !self.logged_in() {
+                    return Ok(Next::Close);
+                }
+                tracing::Span::current().record("user", tracing::field::display(Escaped(login.user.as_bytes())));
                 info!(role = ?login.role, "logged in");
                 self.login = Some(login);
                 self.tagged(&tag, Status::Ok, cyrus::AUTHENTICATED).await?;
             }
             Err(e) => {
-                warn!(reason = %e, "failed login");
+                if let Some((a, ip)) = &peer {
+                    a.login_failed(*ip);
+                }
+                // user and peer for fail2ban and the like, escaped.
+                let user = Escaped(crate::auth::claimed_user(&data));
+                warn!(user = %user, peer = %self.peer_ip(), reason = %e, "failed login");
                 self.conn.flush().await?;
                 tokio::time::sleep(std::time::Duration::from_secs(shared.config.failed_login_pause)).await;
                 self.tagged(&tag, Status::No, "authentication failed").await?;
