@@ -54,5 +54,7 @@ mod bench_smoke;
 mod cli;
 mod robustness;
 mod durability;
+mod fusefs;
+mod powercut;
 mod fuzz_smoke;
 mod replay;
