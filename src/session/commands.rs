@@ -10,6 +10,9 @@ use crate::store::{Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
 const INTERNAL_ERROR: &str = "internal error, see the server log";
+/// Answer when the directory's disk fails (full, I/O error): the write
+/// may not have been made durable; a Cyrus backend reports it and retries.
+pub const STORAGE_FAILING: &str = "mupdate directory storage failing, try again later";
 /// A SASL response that is not base64.
 const INVALID_SASL: &str = "invalid SASL response";
 /// A name, location or ACL holding a NUL byte cannot be a Cyrus string.
@@ -143,7 +146,7 @@ impl Session {
                 self.write_done(&tag, r).await
             }
             Command::Find { name } => {
-                match store.find(&identity, &name) {
+                match store.find_durable(&identity, &name).await {
                     Ok(Some(entry)) => self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?,
                     Ok(None) => {}
                     Err(e) => return self.internal(&tag, e).await,
@@ -152,6 +155,7 @@ impl Session {
                 Ok(Next::Continue)
             }
             Command::List { prefix } => {
+                let mark = store.scan_mark();
                 let entries = match &prefix {
                     Some(p) => store.list_prefix(p),
                     None => store.list(),
@@ -161,6 +165,9 @@ impl Session {
                         Ok(entry) => self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?,
                         Err(e) => return self.internal(&tag, e).await,
                     }
+                }
+                if let Err(e) = store.scan_durable(mark).await {
+                    return self.internal(&tag, e).await;
                 }
                 self.tagged(&tag, Status::Ok, cyrus::LIST_COMPLETE).await?;
                 Ok(Next::Continue)
@@ -185,6 +192,11 @@ impl Session {
     }
 
     async fn internal(&mut self, tag: &[u8], e: StoreError) -> Result<Next, SessionError> {
+        if e.is_storage_failure() {
+            // The store logs the failing and recovered states once each.
+            tracing::debug!(error = %e, "storage failing");
+            return self.no(tag, STORAGE_FAILING).await;
+        }
         error!(error = %e, "store failure");
         self.no(tag, INTERNAL_ERROR).await
     }
@@ -211,6 +223,7 @@ impl Session {
     async fn start_update(&mut self, tag: Vec<u8>, hosts: Vec<Vec<u8>>) -> Result<Next, SessionError> {
         let registration = self.shared.hub.subscribe(&hosts);
         let hosts_filter = registration.subscription().hosts().cloned();
+        let mark = self.shared.store.scan_mark();
         for entry in self.shared.store.list() {
             let entry = entry?;
             if let Some(h) = &hosts_filter {
@@ -221,6 +234,7 @@ impl Session {
             }
             self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?;
         }
+        self.shared.store.scan_durable(mark).await?;
         self.tagged(&tag, Status::Ok, cyrus::STREAMING_STARTS).await?;
         info!(hosts = hosts.len(), "streaming");
         self.streaming = Some(Streaming { tag, registration });

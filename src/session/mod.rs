@@ -208,7 +208,7 @@ impl Session {
         let names = streaming.registration.subscription().take()?;
         let tag = streaming.tag.clone();
         for name in names {
-            let response = match self.shared.store.effective(&name)? {
+            let response = match self.shared.store.effective_durable(&name).await? {
                 Some(entry) => Response::Entry { tag: tag.clone(), entry },
                 None => Response::Delete { tag: tag.clone(), name },
             };
