@@ -54,6 +54,7 @@ mod bench_smoke;
 mod cli;
 mod robustness;
 mod durability;
+mod fulldisk;
 mod fusefs;
 mod powercut;
 mod fuzz_smoke;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod commands;
+pub use commands::STORAGE_FAILING;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -301,12 +301,6 @@ impl Committer {
             t.thread().unpark();
         }
     }
-
-    /// Tests: the number published as durable.
-    #[cfg(test)]
-    pub fn durable_now(&self) -> u64 {
-        self.durable.borrow().seq
-    }
 }
 
 impl Drop for Committer {
