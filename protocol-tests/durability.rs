@@ -10,7 +10,7 @@ use mupdated::client::Client;
 use mupdated::protocol::Command;
 
 /// The daemon as a child process, killed by its own PID on drop.
-struct Daemon(Child);
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -19,12 +19,12 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A minimal configuration: one admin login, the given address and data.
-fn write_config(path: &std::path::Path, addr: &str, data: &std::path::Path) {
+pub(crate) fn write_config(path: &std::path::Path, addr: &str, data: &std::path::Path) {
     let text = format!(
         "listen = [\"{addr}\"]\ndata_dir = \"{}\"\n[[users]]\nname = \"mupdater\"\npassword = \"secret\"\nrole = \"admin\"\n",
         data.display()
@@ -32,17 +32,26 @@ fn write_config(path: &std::path::Path, addr: &str, data: &std::path::Path) {
     std::fs::write(path, text).unwrap();
 }
 
-async fn start(config: &std::path::Path, addr: &str) -> Daemon {
+pub(crate) async fn start(config: &std::path::Path, addr: &str) -> Daemon {
+    start_logging(config, addr, Stdio::inherit()).await
+}
+
+/// Start the daemon with its log (stderr) sent to `log`.
+pub(crate) async fn start_logging(config: &std::path::Path, addr: &str, log: Stdio) -> Daemon {
     let child = Process::new(env!("CARGO_BIN_EXE_mupdated"))
         .arg("--config")
         .arg(config)
         .arg("--log")
         .arg("warn")
         .stdin(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start mupdated");
-    let d = Daemon(child);
-    for _ in 0..200 {
+    let mut d = Daemon(child);
+    for _ in 0..400 {
+        if let Ok(Some(status)) = d.0.try_wait() {
+            panic!("mupdated exited at start: {status}");
+        }
         if Client::connect(addr, Duration::from_secs(1)).await.is_ok() {
             return d;
         }
@@ -109,7 +118,7 @@ async fn acknowledged_activates_survive_kill_9() {
 }
 
 /// SIGKILL by PID (std's Child::kill sends SIGKILL on Unix).
-fn kill_9(d: &mut Daemon) {
+pub(crate) fn kill_9(d: &mut Daemon) {
     d.0.kill().expect("kill -9");
     let _ = d.0.wait();
 }

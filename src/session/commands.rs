@@ -11,6 +11,9 @@ use crate::store::{Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
 const INTERNAL_ERROR: &str = "internal error, see the server log";
+/// Answer when the directory's disk fails (full, I/O error): the write
+/// may not have been made durable; a Cyrus backend reports it and retries.
+pub const STORAGE_FAILING: &str = "mupdate directory storage failing, try again later";
 /// A SASL response that is not base64.
 const INVALID_SASL: &str = "invalid SASL response";
 /// A name, location or ACL holding a NUL byte cannot be a Cyrus string.
@@ -216,7 +219,7 @@ impl Session {
                 self.write_done(&tag, r).await
             }
             Command::Find { name } => {
-                match store.find(&identity, &name) {
+                match store.find_durable(&identity, &name).await {
                     Ok(Some(entry)) => self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?,
                     Ok(None) => {}
                     Err(e) => return self.internal(&tag, e).await,
@@ -225,6 +228,7 @@ impl Session {
                 Ok(Next::Continue)
             }
             Command::List { prefix } => {
+                let mark = store.scan_mark();
                 let entries = match &prefix {
                     Some(p) => store.list_prefix(p),
                     None => store.list(),
@@ -234,6 +238,9 @@ impl Session {
                         Ok(entry) => self.conn.send(&Response::Entry { tag: tag.clone(), entry }).await?,
                         Err(e) => return self.internal(&tag, e).await,
                     }
+                }
+                if let Err(e) = store.scan_durable(mark).await {
+                    return self.internal(&tag, e).await;
                 }
                 self.tagged(&tag, Status::Ok, cyrus::LIST_COMPLETE).await?;
                 Ok(Next::Continue)
@@ -258,6 +265,11 @@ impl Session {
     }
 
     async fn internal(&mut self, tag: &[u8], e: StoreError) -> Result<Next, SessionError> {
+        if e.is_storage_failure() {
+            // The store logs the failing and recovered states once each.
+            tracing::debug!(error = %e, "storage failing");
+            return self.no(tag, STORAGE_FAILING).await;
+        }
         error!(error = %e, "store failure");
         self.no(tag, INTERNAL_ERROR).await
     }
@@ -285,6 +297,7 @@ impl Session {
         let registration = self.shared.hub.subscribe(&hosts);
         let subscription = registration.subscription();
         let hosts_filter = subscription.hosts();
+        let mark = self.shared.store.scan_mark();
         let (store, conn) = (&self.shared.store, &mut self.conn);
         let dump = async {
             for entry in store.list() {
@@ -305,6 +318,8 @@ impl Session {
             r = dump => r?,
             overflow = subscription.overflowed() => return Err(overflow.into()),
         }
+        // The dump may have shown writes not yet durable: wait for them.
+        self.shared.store.scan_durable(mark).await?;
         self.tagged(&tag, Status::Ok, cyrus::STREAMING_STARTS).await?;
         info!(hosts = hosts.len(), "streaming");
         self.streaming = Some(Streaming { tag, registration });

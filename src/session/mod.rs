@@ -4,6 +4,7 @@
 
 mod admin;
 mod commands;
+pub use commands::STORAGE_FAILING;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -362,7 +363,7 @@ impl Session {
         let (tag, store, conn) = (&streaming.tag, &self.shared.store, &mut self.conn);
         let send = async {
             for name in names {
-                let response = match store.effective(&name)? {
+                let response = match store.effective_durable(&name).await? {
                     Some(entry) => Response::Entry { tag: tag.clone(), entry },
                     None => Response::Delete { tag: tag.clone(), name: name.to_vec() },
                 };

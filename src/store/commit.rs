@@ -1,37 +1,195 @@
 //! Group commit: one fsync for every write that arrived while the previous
-//! one ran.
+//! one ran; and recovery from a failing disk.
 //!
-//! A writer applies its batch to sled (in memory, fast), then takes a
-//! sequence number with [`Committer::written`] and awaits
-//! [`Committer::durable`] for it. A dedicated thread loops: read the
-//! latest sequence number, `flush()` (sled's fsync), publish that number on
-//! a `watch` channel. Every batch applied before its writer took a number
-//! is covered by the flush that starts after it, so writers that pile up
-//! behind a running fsync share the next one. The fsync never runs on a
-//! tokio worker thread, and no lock is held while anyone waits.
+//! A writer, holding its name's stripe lock, takes a sequence number with
+//! [`Committer::begin`] *before* it applies its batch to sled (in memory,
+//! fast), records it as the stripe's last number, applies, and calls
+//! [`Committer::end`]; then it awaits [`Committer::durable`]. A dedicated
+//! thread loops: take the highest number below which every begun write
+//! has ended, `flush()` sled, fsync what sled's flush does not (see
+//! [`Syncer`]), publish that number on a `watch` channel. A reader that
+//! saw a name's value waits for its stripe's last number, so no answer
+//! shows a write a crash could lose; writers that pile up behind a running
+//! fsync share the next one. The fsync never runs on a tokio worker
+//! thread, and no lock is held while anyone waits (the small mutex of
+//! begun numbers is held for an insert or a remove).
+//!
+//! When a flush or fsync fails (a full disk, an I/O error), the numbers up
+//! to it fail, the store is *failing* (logged once), and every write after
+//! it fails at once (sled 0.34 keeps the error and refuses all writes). The
+//! thread then probes the data folder every second; once a probe file can
+//! be written and fsynced, it reopens sled (what was acknowledged was
+//! fsynced, so it is there) and logs the recovery once.
 
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::StoreError;
 
+/// How often a failing store checks whether it can write again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Size of the probe file: more than one sled segment (512 KiB by
+/// default), so a probe that succeeds leaves room for the next log write.
+const PROBE_BYTES: usize = 1 << 20;
+/// How long a reopen waits for the last handles on the old database
+/// (iterators of reads in progress) to go.
+const REOPEN_TRIES: u32 = 50;
+
 /// What the commit thread publishes.
 #[derive(Debug, Clone, Default)]
 struct Durable {
-    /// Every write numbered up to this is on disk.
+    /// Every write numbered up to this is on disk, except those in
+    /// `failed`.
     seq: u64,
-    /// The last flush failed: writers up to `failed_upto` get this error.
+    /// The last failure.
     error: Option<Arc<str>>,
-    failed_upto: u64,
+    /// Ranges of numbers whose writes may be lost (one per failure; the
+    /// last one grows while the store is failing).
+    failed: Vec<(u64, u64)>,
+}
+
+impl Durable {
+    fn failed(&self, seq: u64) -> bool {
+        self.failed.iter().any(|&(a, b)| a <= seq && seq <= b)
+    }
+}
+
+/// The open database; replaced when the store recovers from a failing
+/// disk. `None` only while a reopen runs.
+pub(crate) struct DbCell {
+    db: RwLock<Option<sled::Db>>,
+    /// How many times it was reopened.
+    epoch: AtomicU64,
+    config: sled::Config,
+    dir: PathBuf,
+}
+
+impl DbCell {
+    pub fn open(config: sled::Config, dir: &Path) -> Result<DbCell, StoreError> {
+        let db = config.open()?;
+        Ok(DbCell { db: RwLock::new(Some(db)), epoch: AtomicU64::new(0), config, dir: dir.to_path_buf() })
+    }
+
+    /// The database now (a cheap handle).
+    pub fn get(&self) -> Result<sled::Db, StoreError> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Unavailable)
+    }
+
+    /// Hold the database while `f` reads or writes it: a reopen waits, so
+    /// that a write lands in, and a reader's stripe number belongs to, the
+    /// database it used.
+    pub fn with<R>(&self, f: impl FnOnce(&sled::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let g = self.db.read().unwrap_or_else(|e| e.into_inner());
+        f(g.as_ref().ok_or(StoreError::Unavailable)?)
+    }
+
+    /// Changes when the database is reopened.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Flush sled and fsync everything it wrote (used at open).
+    pub fn sync_now(&self) -> Result<(), StoreError> {
+        self.get()?.flush()?;
+        Syncer::open(&self.dir).map_err(io_error)?;
+        Ok(())
+    }
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Durability(e.to_string())
+}
+
+/// What sled's `flush()` leaves undone on Linux: it makes its log
+/// "stable" with `sync_file_range`, which saves no metadata (a file that
+/// grew) and flushes no disk cache, and it never fsyncs blob files
+/// (`blobs/`) or the folders it creates files in. This fsyncs the log
+/// file through a handle of its own, every blob file not yet fsynced, and
+/// the folders whose entries changed.
+struct Syncer {
+    dir: PathBuf,
+    db: File,
+    dir_names: HashSet<OsString>,
+    blob_names: HashSet<OsString>,
+}
+
+fn names(dir: &Path) -> std::io::Result<HashSet<OsString>> {
+    std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect()
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Syncer {
+    /// Fsync everything once (what sled wrote or recovered at open).
+    fn open(dir: &Path) -> std::io::Result<Syncer> {
+        let db = File::open(dir.join("db"))?;
+        let blobs = dir.join("blobs");
+        let blob_names = names(&blobs)?;
+        for n in &blob_names {
+            sync_file(&blobs.join(n))?;
+        }
+        fsync_dir(&blobs)?;
+        db.sync_all()?;
+        let dir_names = names(dir)?;
+        fsync_dir(dir)?;
+        // The data folder itself, when sled has just created it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+        Ok(Syncer { dir: dir.to_path_buf(), db, dir_names, blob_names })
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        // Blobs first: the log written by this flush may point to them.
+        let blobs = self.dir.join("blobs");
+        let now = names(&blobs)?;
+        if now != self.blob_names {
+            for n in now.difference(&self.blob_names) {
+                sync_file(&blobs.join(n))?;
+            }
+            fsync_dir(&blobs)?;
+            self.blob_names = now;
+        }
+        self.db.sync_all()?;
+        // Snapshots sled wrote (it fsyncs their data, not their renames).
+        let now = names(&self.dir)?;
+        if now != self.dir_names {
+            fsync_dir(&self.dir)?;
+            self.dir_names = now;
+        }
+        Ok(())
+    }
+}
+
+/// Fsync one file; one that is gone already (sled removed it) needs none.
+fn sync_file(path: &Path) -> std::io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 struct Shared {
-    written: AtomicU64,
+    /// The next number to hand out, and the numbers begun but not ended.
+    seqs: Mutex<(u64, BTreeSet<u64>)>,
+    /// The last number begun on each stripe.
+    stripes: Box<[AtomicU64]>,
     shutdown: AtomicBool,
+    /// Tests: while set, the thread publishes nothing.
+    #[cfg(test)]
+    hold: AtomicBool,
 }
 
 pub(crate) struct Committer {
@@ -41,43 +199,106 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub fn start(db: sled::Db) -> std::io::Result<Committer> {
-        let shared = Arc::new(Shared { written: AtomicU64::new(0), shutdown: AtomicBool::new(false) });
+    pub fn start(cell: Arc<DbCell>, stripes: usize) -> Result<Committer, StoreError> {
+        let syncer = Syncer::open(&cell.dir).map_err(io_error)?;
+        let shared = Arc::new(Shared {
+            seqs: Mutex::new((1, BTreeSet::new())),
+            stripes: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
+            shutdown: AtomicBool::new(false),
+            #[cfg(test)]
+            hold: AtomicBool::new(false),
+        });
         let (tx, rx) = watch::channel(Durable::default());
         let s = shared.clone();
-        let thread = std::thread::Builder::new().name("mupdated-commit".into()).spawn(move || run(db, s, tx))?;
+        let thread = std::thread::Builder::new()
+            .name("mupdated-commit".into())
+            .spawn(move || run(cell, syncer, s, tx))
+            .map_err(io_error)?;
         Ok(Committer { shared, durable: rx, thread: Some(thread) })
     }
 
-    /// Number the writes applied so far and wake the commit thread.
-    pub fn written(&self) -> u64 {
-        let seq = self.shared.written.fetch_add(1, Ordering::AcqRel) + 1;
+    fn seqs(&self) -> std::sync::MutexGuard<'_, (u64, BTreeSet<u64>)> {
+        self.shared.seqs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number a write that is about to be applied, holding the lock of
+    /// `stripe` (and the database, [`DbCell::with`]).
+    pub fn begin(&self, stripe: usize) -> u64 {
+        let seq = {
+            let mut g = self.seqs();
+            let seq = g.0;
+            g.0 += 1;
+            g.1.insert(seq);
+            seq
+        };
+        self.shared.stripes[stripe].store(seq, Ordering::Release);
+        seq
+    }
+
+    /// The last write begun on `stripe`: a reader that has read a name of
+    /// that stripe waits for it (read after the value, under
+    /// [`DbCell::with`]).
+    pub fn stripe_seq(&self, stripe: usize) -> u64 {
+        self.shared.stripes[stripe].load(Ordering::Acquire)
+    }
+
+    /// Write `seq` was applied (or failed): a flush may cover it now.
+    pub fn end(&self, seq: u64) {
+        self.seqs().1.remove(&seq);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// A number after every write applied so far (for a write made outside
+    /// the stripes, e.g. a group's primary).
+    pub fn fresh(&self) -> u64 {
+        let seq = {
+            let mut g = self.seqs();
+            g.0 += 1;
+            g.0 - 1
+        };
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
         seq
     }
 
-    /// The number of the latest write (for a command that wrote nothing but
-    /// answered from state that must be durable before it is acknowledged).
+    /// The number of the latest write begun (LIST and the UPDATE dump wait
+    /// for it at their end: they may have seen any of them).
     pub fn latest(&self) -> u64 {
-        self.shared.written.load(Ordering::Acquire)
+        self.seqs().0 - 1
     }
 
     /// Wait until write `seq` is on disk.
     pub async fn durable(&self, seq: u64) -> Result<(), StoreError> {
-        if seq == 0 || self.durable.borrow().seq >= seq {
-            return Ok(());
+        {
+            let d = self.durable.borrow();
+            if seq == 0 || (d.seq >= seq && !d.failed(seq)) {
+                return Ok(());
+            }
+        }
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
         }
         let mut rx = self.durable.clone();
         let d = rx
-            .wait_for(|d| d.seq >= seq || (d.error.is_some() && d.failed_upto >= seq))
+            .wait_for(|d| d.seq >= seq || d.failed(seq))
             .await
             .map_err(|_| StoreError::Durability("commit thread stopped".into()))?;
-        if d.seq >= seq {
-            Ok(())
-        } else {
+        if d.failed(seq) {
             Err(StoreError::Durability(d.error.as_deref().unwrap_or("flush failed").to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Tests: stop (or resume) publishing durability.
+    #[cfg(test)]
+    pub fn hold(&self, on: bool) {
+        self.shared.hold.store(on, Ordering::Release);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
         }
     }
 }
@@ -94,13 +315,108 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: sled::Db, shared: Arc<Shared>, tx: watch::Sender<Durable>) {
+/// The highest number below which every begun write has ended.
+fn covered(shared: &Shared) -> u64 {
+    let g = shared.seqs.lock().unwrap_or_else(|e| e.into_inner());
+    match g.1.first() {
+        Some(&oldest) => oldest - 1,
+        None => g.0 - 1,
+    }
+}
+
+fn flush(cell: &DbCell, syncer: &mut Syncer) -> Result<(), String> {
+    let db = cell.get().map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    syncer.sync().map_err(|e| e.to_string())
+}
+
+/// Can the data folder take a write again? Write and fsync a probe file.
+fn probe(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("space-probe");
+    let r = File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+/// Close the failed database and open it again. Returns the new syncer
+/// and the last number begun on the old database: every write up to it
+/// that was not durable is lost.
+fn reopen(cell: &DbCell, shared: &Shared) -> Result<(Syncer, u64), String> {
+    let last_old = {
+        // No write is between begin and end while this is held.
+        let mut g = cell.db.write().unwrap_or_else(|e| e.into_inner());
+        drop(g.take());
+        cell.epoch.fetch_add(1, Ordering::AcqRel);
+        // A stripe's number now speaks of the old database: a reader of
+        // the new one has nothing to wait for.
+        for s in shared.stripes.iter() {
+            s.store(0, Ordering::Release);
+        }
+        shared.seqs.lock().unwrap_or_else(|e| e.into_inner()).0 - 1
+    };
+    let mut last = String::new();
+    for _ in 0..REOPEN_TRIES {
+        match cell.config.open() {
+            Ok(db) => {
+                *cell.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
+                return Syncer::open(&cell.dir).map(|s| (s, last_old)).map_err(|e| e.to_string());
+            }
+            // Reads in progress may still hold the old database (its file
+            // lock): give them a moment.
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last)
+}
+
+fn run(cell: Arc<DbCell>, mut syncer: Syncer, shared: Arc<Shared>, tx: watch::Sender<Durable>) {
     let mut done = 0u64;
+    let mut failing = false;
+    let mut last_probe = Instant::now();
     loop {
-        let target = shared.written.load(Ordering::Acquire);
+        #[cfg(test)]
+        if shared.hold.load(Ordering::Acquire) && !shared.shutdown.load(Ordering::Acquire) {
+            std::thread::park_timeout(Duration::from_millis(50));
+            continue;
+        }
+        let target = covered(&shared);
+        if failing {
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if target > done {
+                // Everything numbered since the failure fails too.
+                tx.send_modify(|d| grow_failed(d, target));
+                done = target;
+            }
+            if last_probe.elapsed() >= PROBE_INTERVAL {
+                last_probe = Instant::now();
+                if probe(&cell.dir).is_ok() {
+                    match reopen(&cell, &shared) {
+                        Ok((s, last_old)) => {
+                            syncer = s;
+                            // Writes applied to the old database since the
+                            // failure are gone: they fail (before anything
+                            // is published as durable again).
+                            tx.send_modify(|d| grow_failed(d, last_old));
+                            failing = false;
+                            tracing::warn!("storage recovered: writes are accepted again");
+                            continue;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "storage still failing"),
+                    }
+                }
+            }
+            std::thread::park_timeout(PROBE_INTERVAL.saturating_sub(last_probe.elapsed()));
+            continue;
+        }
         if target > done {
-            match db.flush() {
-                Ok(_) => {
+            match flush(&cell, &mut syncer) {
+                Ok(()) => {
                     done = target;
                     tx.send_modify(|d| {
                         d.seq = target;
@@ -108,16 +424,14 @@ fn run(db: sled::Db, shared: Arc<Shared>, tx: watch::Sender<Durable>) {
                     });
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "store flush failed");
+                    tracing::error!(error = %e, "storage failing: writes are refused until it can write again");
+                    failing = true;
+                    last_probe = Instant::now();
                     tx.send_modify(|d| {
-                        d.error = Some(e.to_string().into());
-                        d.failed_upto = target;
+                        d.error = Some(e.into());
+                        d.failed.push((done + 1, target));
                     });
-                    // Do not spin on a failing disk; the next write retries.
-                    std::thread::sleep(Duration::from_millis(100));
-                    if shared.written.load(Ordering::Acquire) == target {
-                        std::thread::park_timeout(Duration::from_secs(1));
-                    }
+                    done = target;
                 }
             }
             continue;
@@ -126,5 +440,12 @@ fn run(db: sled::Db, shared: Arc<Shared>, tx: watch::Sender<Durable>) {
             return;
         }
         std::thread::park();
+    }
+}
+
+/// Extend the current failure's range up to `upto`.
+fn grow_failed(d: &mut Durable, upto: u64) {
+    if let Some(last) = d.failed.last_mut() {
+        last.1 = last.1.max(upto);
     }
 }

@@ -8,21 +8,22 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::commit::Committer;
+use super::commit::{Committer, DbCell};
 use super::key::{self, server_of};
 use super::model::{self, Activated, Groups, Mailbox};
 use super::{Change, Conflict, Identity, RecordRole, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
 use crate::protocol::Entry;
 
 pub(crate) struct Inner {
-    pub(super) db: sled::Db,
+    /// The database, reopened after a storage failure.
+    pub(super) db: Arc<DbCell>,
     stripes: Box<[Mutex<()>]>,
     groups: RwLock<Arc<Groups>>,
     /// Serialises set_primary calls (each one still locks names one by one).
     primary: Mutex<()>,
     conflicts_seen: AtomicU64,
     // Last: dropping it joins the commit thread, which closes the database.
-    committer: Committer,
+    pub(super) committer: Committer,
 }
 
 /// A group's persisted state.
@@ -65,6 +66,13 @@ impl GroupState {
         let primary = one()?;
         let config_primary = one()?;
         Some(GroupState { primary, config_primary })
+    }
+}
+
+fn load_in(db: &sled::Db, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
+    match db.get(key::name_key(part))? {
+        Some(v) => Mailbox::decode(&v).map(Some).map_err(corrupt),
+        None => Ok(None),
     }
 }
 
@@ -221,7 +229,7 @@ impl Store {
             [(false, i.clone()), (true, neg)]
         }) {
             let start = key::rights_range_start(&id);
-            for kv in self.inner.db.scan_prefix(&start) {
+            for kv in self.db()?.scan_prefix(&start) {
                 let (k, v) = kv?;
                 let digest: [u8; key::DIGEST_LEN] =
                     k[start.len()..].try_into().map_err(|_| corrupt("rights key of the wrong length".into()))?;
@@ -242,7 +250,7 @@ impl Store {
             if rights.is_empty() {
                 continue;
             }
-            let part = self.inner.db.get(key::digest_key(&digest))?.ok_or_else(|| corrupt("rights key without its digest key".into()))?;
+            let part = self.db()?.get(key::digest_key(&digest))?.ok_or_else(|| corrupt("rights key without its digest key".into()))?;
             out.push((part, rights));
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -258,13 +266,14 @@ impl Store {
     /// configured replica groups; their primaries seed the store (see the
     /// module documentation for run-time primaries).
     pub fn open(cfg: &StoreConfig, groups: &[ReplicaGroup]) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&cfg.path)
             .cache_capacity(cfg.cache_capacity)
             .mode(sled::Mode::LowSpace)
             .use_compression(cfg.compression)
-            .compression_factor(cfg.compression_level)
-            .open()?;
+            .compression_factor(cfg.compression_level);
+        let cell = Arc::new(DbCell::open(sled_config, &cfg.path)?);
+        let db = cell.get()?;
         migrate_rights_index(&db)?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();
@@ -287,10 +296,11 @@ impl Store {
                 }
             }
         }
-        let committer = Committer::start(db.clone()).map_err(|e| StoreError::Durability(e.to_string()))?;
+        drop(db);
+        let committer = Committer::start(cell.clone(), STRIPES)?;
         let store = Store {
             inner: Arc::new(Inner {
-                db,
+                db: cell,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 groups: RwLock::new(Arc::new(Groups::new(list))),
                 primary: Mutex::new(()),
@@ -303,7 +313,7 @@ impl Store {
         for p in takeovers {
             store.take_over_all(&p)?;
         }
-        store.inner.db.flush()?;
+        store.inner.db.sync_now()?;
         Ok(store)
     }
 
@@ -311,36 +321,68 @@ impl Store {
         self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn lock(&self, name: &[u8]) -> MutexGuard<'_, ()> {
+    /// The stripe (write lock and last sequence number) of a name.
+    pub(super) fn stripe(&self, name: &[u8]) -> usize {
         let mut h = DefaultHasher::new();
         name.hash(&mut h);
-        let i = (h.finish() as usize) % self.inner.stripes.len();
-        self.inner.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+        (h.finish() as usize) % self.inner.stripes.len()
+    }
+
+    fn lock(&self, stripe: usize) -> MutexGuard<'_, ()> {
+        self.inner.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The database now.
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.inner.db.get()
     }
 
     fn load(&self, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
-        match self.inner.db.get(key::name_key(part))? {
-            Some(v) => Mailbox::decode(&v).map(Some).map_err(corrupt),
-            None => Ok(None),
-        }
+        load_in(&self.db()?, part)
+    }
+
+    /// A name's mailbox, and the number of the write a reader must wait
+    /// for before it shows it (the last one begun on its stripe: it may
+    /// be what was read).
+    fn load_seen(&self, name: &[u8]) -> Result<(Option<Mailbox>, u64), StoreError> {
+        let part = key::mailbox_part(name);
+        let stripe = self.stripe(name);
+        self.inner.db.with(|db| {
+            let m = load_in(db, &part)?;
+            Ok((m, self.inner.committer.stripe_seq(stripe)))
+        })
     }
 
     /// Read-modify-write of one name under its lock: `f` changes the
     /// records, the value, index and conflict keys are written in one
-    /// batch. Returns `f`'s result, the change clients see, and whether
-    /// anything was written.
-    fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, Option<Change>, bool), StoreError> {
+    /// batch. Returns `f`'s result, the change clients see, and the
+    /// number of the write to wait for before answering: its own, or, if
+    /// it changed nothing, the stripe's last (the state it read).
+    fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, Option<Change>, u64), StoreError> {
         let part = key::mailbox_part(name);
-        let _guard = self.lock(name);
+        let stripe = self.stripe(name);
+        let _guard = self.lock(stripe);
+        self.inner.db.with(|db| self.update_in(db, stripe, part, name, f))
+    }
+
+    fn update_in<R>(
+        &self,
+        db: &sled::Db,
+        stripe: usize,
+        part: Vec<u8>,
+        name: &[u8],
+        f: impl FnOnce(&mut Mailbox, &Groups) -> R,
+    ) -> Result<(R, Option<Change>, u64), StoreError> {
+        let committer = &self.inner.committer;
         // Held (shared) for the whole read-modify-write: set_primary swaps
         // the groups under the exclusive lock, so once it has swapped, no
         // write decided with the old groups is still in flight.
         let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
-        let old = self.load(&part)?.unwrap_or_default();
+        let old = load_in(db, &part)?.unwrap_or_default();
         let mut new = old.clone();
         let r = f(&mut new, &groups);
         if new == old {
-            return Ok((r, None, false));
+            return Ok((r, None, committer.stripe_seq(stripe)));
         }
         let mut batch = sled::Batch::default();
         let nkey = key::name_key(&part);
@@ -368,21 +410,23 @@ impl Store {
                 batch.remove(key::conflict_key(&part));
             }
         }
-        self.inner.db.apply_batch(batch)?;
-        Ok((r, change(name, &old, &new), true))
+        // Numbered before it is applied: once it is visible to readers,
+        // its number is the stripe's.
+        let seq = committer.begin(stripe);
+        let applied = db.apply_batch(batch);
+        committer.end(seq);
+        applied?;
+        Ok((r, change(name, &old, &new), seq))
     }
 
-    /// Wait until what this command wrote (or, if nothing, what it read)
-    /// is on disk.
-    async fn durable(&self, wrote: bool) -> Result<(), StoreError> {
-        let c = &self.inner.committer;
-        let seq = if wrote { c.written() } else { c.latest() };
-        c.durable(seq).await
+    /// Wait until write `seq` (what a command wrote, or read) is on disk.
+    async fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        self.inner.committer.durable(seq).await
     }
 
     async fn write(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> Reply) -> Result<WriteOutcome, StoreError> {
-        let (reply, change, wrote) = self.update(name, f)?;
-        self.durable(wrote).await?;
+        let (reply, change, seq) = self.update(name, f)?;
+        self.durable(seq).await?;
         Ok(WriteOutcome { reply, changes: change.into_iter().collect() })
     }
 
@@ -404,7 +448,7 @@ impl Store {
         if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
             return Ok(Self::refused(r));
         }
-        let (activated, change, wrote) = self.update(name, |m, g| model::activate(m, location, acl, g))?;
+        let (activated, change, seq) = self.update(name, |m, g| model::activate(m, location, acl, g))?;
         if let Activated::Conflict(x) = activated {
             self.inner.conflicts_seen.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -414,7 +458,7 @@ impl Store {
                 "conflict: two unrelated servers hold this mailbox; the first stays effective"
             );
         }
-        self.durable(wrote).await?;
+        self.durable(seq).await?;
         Ok(WriteOutcome { reply: Reply::Done, changes: change.into_iter().collect() })
     }
 
@@ -451,10 +495,49 @@ impl Store {
         Ok(self.load(&part)?.and_then(|m| m.present(name)))
     }
 
+    /// FIND for a session: [`Store::find`], answered once what it read is
+    /// durable (a write it saw could otherwise be lost by a crash after
+    /// the answer). Waits for the name's stripe only, never for unrelated
+    /// names' fsyncs beyond the one in progress.
+    pub async fn find_durable(&self, who: &Identity, name: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let (m, seq) = self.load_seen(name)?;
+        self.durable(seq).await?;
+        Ok(m.and_then(|m| model::find(&m, name, who.servers.as_deref(), &self.groups_now())))
+    }
+
+    /// The effective record, once what was read is durable (UPDATE
+    /// streams).
+    pub async fn effective_durable(&self, name: &[u8]) -> Result<Option<Entry>, StoreError> {
+        let (m, seq) = self.load_seen(name)?;
+        self.durable(seq).await?;
+        Ok(m.and_then(|m| m.present(name)))
+    }
+
+    /// A mark taken before a scan ([`Store::list`], [`Store::list_prefix`]);
+    /// [`Store::scan_durable`] with it after the scan.
+    pub fn scan_mark(&self) -> u64 {
+        self.inner.db.epoch()
+    }
+
+    /// Wait, once at the end of a scan, until everything it may have seen
+    /// is durable; an error if the database was reopened meanwhile (the
+    /// scan may have shown writes that were lost).
+    pub async fn scan_durable(&self, mark: u64) -> Result<(), StoreError> {
+        self.durable(self.inner.committer.latest()).await?;
+        if self.inner.db.epoch() != mark {
+            return Err(StoreError::Unavailable);
+        }
+        Ok(())
+    }
+
     /// LIST / UPDATE dump: the effective record of every name, in order,
     /// read straight from the store without a global lock.
     pub fn list(&self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
-        let it = self.inner.db.scan_prefix([key::NAMES]).filter_map(|kv| {
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let it = db.scan_prefix([key::NAMES]).filter_map(|kv| {
             let (k, v) = match kv {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
@@ -496,7 +579,8 @@ impl Store {
         let mut out = Vec::new();
         let mut start = vec![key::SERVERS];
         start.extend_from_slice(prefix);
-        while let Some(kv) = self.inner.db.range(start.clone()..).keys().next() {
+        let db = self.db()?;
+        while let Some(kv) = db.range(start.clone()..).keys().next() {
             let k = kv?;
             if k.first() != Some(&key::SERVERS) {
                 break;
@@ -553,7 +637,7 @@ impl Store {
     pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
         let groups = self.groups_now();
         let mut out = Vec::new();
-        for k in self.inner.db.scan_prefix([key::CONFLICTS]).keys() {
+        for k in self.db()?.scan_prefix([key::CONFLICTS]).keys() {
             let k = k?;
             let part = &k[1..];
             let name = key::name_of_part(part).ok_or_else(|| corrupt("conflict key without separator".into()))?;
@@ -605,12 +689,13 @@ impl Store {
                 }
             }
             let k = key::group_key(group);
-            let mut st = match self.inner.db.get(&k)? {
+            let db = self.db()?;
+            let mut st = match db.get(&k)? {
                 Some(v) => GroupState::decode(&v).ok_or_else(|| corrupt(format!("group {group}")))?,
                 None => GroupState::default(),
             };
             st.primary = server.map(<[u8]>::to_vec);
-            self.inner.db.insert(k, st.encode())?;
+            db.insert(k, st.encode())?;
             let mut list = groups.list.clone();
             list[i].primary = st.primary.clone();
             *self.inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Groups::new(list));
@@ -619,7 +704,7 @@ impl Store {
                 None => Vec::new(),
             }
         };
-        self.durable(true).await?;
+        self.durable(self.inner.committer.fresh()).await?;
         Ok(changes)
     }
 
@@ -628,7 +713,7 @@ impl Store {
     fn take_over_all(&self, p: &[u8]) -> Result<Vec<Change>, StoreError> {
         let start = key::server_range_start(p);
         let mut changes = Vec::new();
-        for k in self.inner.db.scan_prefix(&start).keys() {
+        for k in self.db()?.scan_prefix(&start).keys() {
             let k = k?;
             let name = key::name_of_part(&k[start.len()..]).ok_or_else(|| corrupt("index key without separator".into()))?;
             let ((), change, _) = self.update(&name, |m, g| model::take_over(m, p, g))?;
@@ -641,7 +726,7 @@ impl Store {
     /// sled's own overhead (a diagnostic and test measure; reads everything).
     pub fn stored_bytes(&self) -> Result<u64, StoreError> {
         let mut n = 0u64;
-        for kv in self.inner.db.iter() {
+        for kv in self.db()?.iter() {
             let (k, v) = kv?;
             n += (k.len() + v.len()) as u64;
         }
@@ -650,7 +735,7 @@ impl Store {
 
     /// sled's estimate of the database size on disk, bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
+        Ok(self.db()?.size_on_disk()?)
     }
 }
 
@@ -669,9 +754,12 @@ struct RecordScan {
 
 impl RecordScan {
     fn new(store: Store, servers: Vec<Vec<u8>>, prefix: Vec<u8>) -> RecordScan {
-        let iters = servers.iter().map(|s| store.inner.db.scan_prefix(key::server_range_start(s))).collect();
-        let mut scan = RecordScan { store, prefix, servers, iters, heads: BinaryHeap::new(), failed: None };
-        for i in 0..scan.servers.len() {
+        let (iters, failed) = match store.db() {
+            Ok(db) => (servers.iter().map(|s| db.scan_prefix(key::server_range_start(s))).collect(), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut scan = RecordScan { store, prefix, servers, iters, heads: BinaryHeap::new(), failed };
+        for i in 0..scan.iters.len() {
             scan.advance(i);
         }
         scan

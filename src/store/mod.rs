@@ -84,6 +84,8 @@
 //!   wins and takes over at open.
 
 mod commit;
+#[cfg(test)]
+mod durability_tests;
 mod engine;
 pub(crate) mod key;
 mod model;
@@ -219,10 +221,21 @@ pub enum StoreError {
     /// The fsync after a write failed: the write may not survive a crash.
     #[error("durability: {0}")]
     Durability(String),
+    /// The database is being reopened after a storage failure.
+    #[error("storage unavailable: reopening after a storage failure")]
+    Unavailable,
     /// An admin request named something that does not exist (a group, a
     /// server outside the group).
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// The disk failed (full, I/O error) or the store is reopening after
+    /// that: not a bug, and writes resume by themselves when it recovers.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, StoreError::Durability(_) | StoreError::Unavailable | StoreError::Sled(sled::Error::Io(_)))
+    }
 }
 
 /// The directory. Cheap to clone; every method may be called concurrently.

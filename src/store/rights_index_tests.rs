@@ -63,7 +63,7 @@ async fn rights_keys_hold_a_digest_not_the_name() {
     let long = format!("shared.{}", "n".repeat(1000));
     let acl: Vec<u8> = (0..100).flat_map(|i| format!("user{i}\tlrs\t").into_bytes()).collect();
     s.activate(&admin(), long.as_bytes(), b"be1!p", &acl).await.unwrap();
-    let db = &s.inner.db;
+    let db = &s.inner.db.get().unwrap();
     let keys: Vec<sled::IVec> = db.scan_prefix([key::RIGHTS]).keys().map(|k| k.unwrap()).collect();
     assert_eq!(keys.len(), 100);
     for k in &keys {
@@ -91,7 +91,7 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     // Turn it into a database of the old layout: `r id 0 part` -> rights,
     // no digest keys, no layout key; plus a stale old key that the values
     // do not back (the rebuild trusts the values only).
-    let db = s.inner.db.clone();
+    let db = s.inner.db.get().unwrap();
     for k in db.scan_prefix([key::RIGHTS]).keys().chain(db.scan_prefix([key::DIGESTS]).keys()) {
         db.remove(k.unwrap()).unwrap();
     }
@@ -112,8 +112,8 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     let s = Store::open(&cfg(&dir), &[]).unwrap();
     assert_eq!(rights(&s, "bob", &[]), want_bob);
     assert_eq!(rights(&s, "carol", &[]), pairs(&[("shared..odd", "lrs")]));
-    assert_eq!(s.inner.db.get(key::rights_layout_key()).unwrap().as_deref(), Some(key::RIGHTS_LAYOUT));
-    assert_eq!(s.inner.db.scan_prefix([key::RIGHTS]).count(), 5);
+    assert_eq!(s.inner.db.get().unwrap().get(key::rights_layout_key()).unwrap().as_deref(), Some(key::RIGHTS_LAYOUT));
+    assert_eq!(s.inner.db.get().unwrap().scan_prefix([key::RIGHTS]).count(), 5);
     // Reopening again does not rebuild (the layout key is there) and keeps it.
     drop(s);
     let s = Store::open(&cfg(&dir), &[]).unwrap();

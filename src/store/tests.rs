@@ -829,7 +829,7 @@ async fn disk_per_mailbox() {
     let on_disk = s.size_on_disk().unwrap();
     let files: u64 = walk(dir.path());
     let (mut keys, mut raw) = (0u64, 0u64);
-    for kv in s.inner.db.iter() {
+    for kv in s.inner.db.get().unwrap().iter() {
         let (k, v) = kv.unwrap();
         keys += 1;
         raw += (k.len() + v.len()) as u64;
