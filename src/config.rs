@@ -85,8 +85,9 @@ fn default_max_line() -> usize {
     64 * 1024
 }
 fn default_max_stream_pending() -> usize {
-    // Names waiting for one UPDATE stream; past this the stream is too far
-    // behind to be worth keeping and is closed (its slave resynchronises).
+    // Changes one UPDATE stream has not taken yet; past this the stream is
+    // too far behind to be worth keeping and is closed (its slave
+    // resynchronises).
     1_000_000
 }
 fn default_compression() -> bool {
@@ -128,10 +129,11 @@ fn default_max_acl_entries() -> usize {
     1024
 }
 fn default_max_stream_pending_bytes() -> usize {
-    // Memory of one UPDATE stream's queue (name bytes + 64 per name): a
-    // burst of 90,000 30-byte names (a large failover) fits; 200 streams
-    // that stopped reading hold at most 1.6 GiB, and each is closed once
-    // this far behind instead of at write_timeout.
+    // Bytes of the shared change log one UPDATE stream may lag behind
+    // (name and server bytes + 128 per change): a burst of 50,000 changes
+    // of 30-byte names (a large failover) fits; the log is shared, so 200
+    // streams that stopped reading pin 8 MiB in all, and each is closed
+    // once this far behind instead of at write_timeout.
     8 * 1024 * 1024
 }
 fn default_command_timeout() -> u64 {

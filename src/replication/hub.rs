@@ -650,6 +650,34 @@ mod tests {
         assert_eq!(names(partial.subscription().take().unwrap()), ["user.nine"]);
     }
 
+    /// What a publisher pays per change with 0 and with 200 stalled
+    /// streams (that took once and then stopped), with the server's
+    /// default bounds and a churn over 2,000 names: uses only the public
+    /// surface, so it runs on the previous hub too.
+    /// `cargo test --release --lib publish_cost_with_stalled_streams -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn publish_cost_with_stalled_streams() {
+        let changes: Vec<Change> = (0..40_000).map(|i| change(&format!("user.w{}.{:06}", i % 4, i % 500), &["be1"])).collect();
+        let mut ns = Vec::new();
+        for streams in [0usize, 200] {
+            let hub = Hub::with_limits(1_000_000, 8 << 20);
+            let regs: Vec<Registration> = (0..streams).map(|_| hub.subscribe(&[])).collect();
+            hub.publish(&changes[..1]);
+            for r in &regs {
+                r.subscription().take().unwrap();
+            }
+            let t = std::time::Instant::now();
+            for c in &changes {
+                hub.publish(std::slice::from_ref(c));
+            }
+            let per = t.elapsed().as_nanos() as f64 / changes.len() as f64;
+            assert!(regs.iter().all(|r| r.subscription().take().is_ok()), "under their bounds");
+            ns.push(per);
+        }
+        eprintln!("publish: {:.0} ns per change without streams, {:.0} ns with 200 stalled ones", ns[0], ns[1]);
+    }
+
     #[test]
     fn dropping_registration_unsubscribes() {
         let hub = Hub::new(2);
