@@ -326,9 +326,11 @@ async fn two_hundred_stalled_subscribers_hold_bounded_memory() {
     stalled_subscribers(false).await;
 }
 
-/// Not met reliably yet (docs/robustness/limits.md): measured 24-67 % in a
-/// release build on the shared 2-core machine, where ACTIVATE is CPU-bound
-/// and publishing still costs one queue insert per stream.
+/// Ignored: with the shared change log a publish costs about 0.2 us per
+/// change with 200 stalled streams (9.2 us before), but on the shared
+/// 2-core machine two 2-second churn runs differ by more than the 60 %
+/// this asserts whatever the hub does (debug build, 3 runs: 58 %, 170 %,
+/// 119 %): docs/robustness/limits.md.
 /// `cargo test --release --test protocol limits::two_hundred_stalled_subscribers_do_not_halve_writers -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

@@ -12,7 +12,8 @@
 //!   waiting), at several concurrency levels.
 //! - **propagation**: writer's OK to subscriber's MAILBOX line, without
 //!   and with a NOOP barrier (what a Cyrus frontend slave sends).
-//! - **stalled**: churn throughput while one UPDATE subscriber reads nothing.
+//! - **stalled**: churn throughput without, then with UPDATE subscribers that
+//!   read nothing (`--stalled-subscribers`, default one).
 //!
 //! With `--server-pid` (server on this machine) each phase also reports the
 //! server's CPU seconds, and the run its peak RSS; with `--data-dir` the
@@ -134,6 +135,9 @@ pub struct BenchArgs {
     /// server's send buffer for it is full whatever the directory size; 0: none.
     #[arg(long, default_value_t = 8)]
     pub stalled_fill_mib: usize,
+    /// UPDATE subscribers that stop reading during the stalled phase's second churn run.
+    #[arg(long, default_value_t = 1)]
+    pub stalled_subscribers: usize,
     /// PID of the server process (same machine): report its CPU seconds per phase and peak RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -171,6 +175,7 @@ impl Default for BenchArgs {
             stalled_concurrency: 8,
             stalled_seconds: 5.0,
             stalled_fill_mib: 8,
+            stalled_subscribers: 1,
             server_pid: None,
             data_dir: None,
             seed: 1,
@@ -302,12 +307,18 @@ pub struct PropagationReport {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StalledReport {
     pub concurrency: usize,
+    /// Subscribers that never read during the second run (`--stalled-subscribers`).
+    pub subscribers: usize,
     pub baseline: ChurnLevel,
     pub stalled: ChurnLevel,
-    /// Throughput lost with the stalled subscriber, percent of the baseline.
+    /// Throughput with the stalled subscribers, percent of the baseline.
+    pub ratio_percent: f64,
+    /// Throughput lost with the stalled subscribers, percent of the baseline.
     pub drop_percent: f64,
-    /// Whether the server still had the stalled connection open at the end.
+    /// Whether the server still had every stalled connection open at the end.
     pub stalled_connection_open: bool,
+    /// How many of the stalled connections the server still had open at the end.
+    pub stalled_connections_open: usize,
     /// Stream bytes pushed at the stalled subscriber before its run (`--stalled-fill-mib`).
     pub fill_bytes: u64,
     /// Seconds the fill writes took to be answered.
@@ -1043,7 +1054,11 @@ async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
     churn_level(ctx, c, 1.0, &format!("s{}w", ctx.run)).await;
     eprintln!("  stalled: baseline churn at concurrency {c}");
     let baseline = churn_level(ctx, c, a.stalled_seconds, &format!("s{}a", ctx.run)).await;
-    let stream = stalled_subscriber(ctx).await?;
+    let n = a.stalled_subscribers.max(1);
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(stalled_subscriber(ctx).await?);
+    }
     let fill: Vec<String> = (0..(a.stalled_fill_mib * 32)).map(|i| format!("user.s{}f{i:04}", ctx.run)).collect();
     let t_fill = Instant::now();
     let (fill_bytes, fill_error) = match fill_stream(ctx, &fill).await {
@@ -1054,30 +1069,35 @@ async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
         }
     };
     let fill_seconds = t_fill.elapsed().as_secs_f64();
-    eprintln!("  stalled: churn at concurrency {c} with a subscriber that never reads ({fill_bytes} bytes pushed at it first)");
+    eprintln!(
+        "  stalled: churn at concurrency {c} with {n} subscribers that never read ({fill_bytes} bytes pushed at each first)"
+    );
     let stalled = churn_level(ctx, c, a.stalled_seconds, &format!("s{}b", ctx.run)).await;
     // Still open? A peek that would block means open; 0 bytes means closed.
-    let mut probe = [0u8; 1];
-    let open = match tokio::time::timeout(Duration::from_millis(10), stream.peek(&mut probe)).await {
-        Err(_) => true,
-        Ok(Ok(n)) => n > 0,
-        Ok(Err(_)) => false,
-    };
-    drop(stream);
+    let mut open = 0;
+    for stream in &streams {
+        let mut probe = [0u8; 1];
+        open += match tokio::time::timeout(Duration::from_millis(10), stream.peek(&mut probe)).await {
+            Err(_) => 1,
+            Ok(Ok(n)) => usize::from(n > 0),
+            Ok(Err(_)) => 0,
+        };
+    }
+    drop(streams);
     if let Err(e) = clean_fill(ctx, &fill).await {
         eprintln!("  {e}");
     }
-    let drop_percent = if baseline.tx_per_s > 0.0 {
-        (1.0 - stalled.tx_per_s / baseline.tx_per_s) * 100.0
-    } else {
-        0.0
-    };
+    let ratio_percent = if baseline.tx_per_s > 0.0 { stalled.tx_per_s / baseline.tx_per_s * 100.0 } else { 0.0 };
+    let drop_percent = if baseline.tx_per_s > 0.0 { 100.0 - ratio_percent } else { 0.0 };
     Ok(StalledReport {
         concurrency: c,
+        subscribers: n,
         baseline,
         stalled,
+        ratio_percent,
         drop_percent,
-        stalled_connection_open: open,
+        stalled_connection_open: open == n,
+        stalled_connections_open: open,
         fill_bytes,
         fill_seconds,
         fill_error,
@@ -1300,10 +1320,16 @@ pub fn table(r: &BenchReport) -> String {
     }
     if let Some(s) = &r.stalled {
         row(
-            format!("stalled subscriber c={}", s.concurrency),
+            format!("stalled subscribers {} c={}", s.subscribers, s.concurrency),
             format!(
-                "{:.0} -> {:.0} tx/s ({:.1}% drop, {} errors)",
-                s.baseline.tx_per_s, s.stalled.tx_per_s, s.drop_percent, s.stalled.errors
+                "{:.0} -> {:.0} tx/s ({:.1} % of the baseline, {:.1}% drop, {} errors, {} of {} still open)",
+                s.baseline.tx_per_s,
+                s.stalled.tx_per_s,
+                s.ratio_percent,
+                s.drop_percent,
+                s.stalled.errors,
+                s.stalled_connections_open,
+                s.subscribers
             ),
         );
     }

@@ -85,8 +85,9 @@ fn default_max_line() -> usize {
     64 * 1024
 }
 fn default_max_stream_pending() -> usize {
-    // Names waiting for one UPDATE stream; past this the stream is too far
-    // behind to be worth keeping and is closed (its slave resynchronises).
+    // Changes one UPDATE stream has not taken yet; past this the stream is
+    // too far behind to be worth keeping and is closed (its slave
+    // resynchronises).
     1_000_000
 }
 fn default_compression() -> bool {
@@ -128,11 +129,13 @@ fn default_max_acl_entries() -> usize {
     1024
 }
 fn default_max_stream_pending_bytes() -> usize {
-    // Memory of one UPDATE stream's queue (name bytes + 64 per name): a
-    // burst of 90,000 30-byte names (a large failover) fits; 200 streams
-    // that stopped reading hold at most 1.6 GiB, and each is closed once
-    // this far behind instead of at write_timeout.
-    8 * 1024 * 1024
+    // Bytes of the shared change log one UPDATE stream may lag behind
+    // (name and server bytes + 128 per change). A failover publishes one
+    // change per mailbox of the group at once and every stream lags by that
+    // burst until it has sent it: 1M mailboxes of 30-byte names are about
+    // 165 MB, so a server of 1M mailboxes fails over without dropping every
+    // frontend. The log is shared: this bounds all streams together.
+    256 * 1024 * 1024
 }
 fn default_command_timeout() -> u64 {
     // max_message (1 MiB) at 20 KB/s; a murder's LAN is far faster, and a
@@ -501,7 +504,7 @@ role = "admin"
         let with = |extra: &str| Config::parse(&format!("listen = [\"127.0.0.1:3905\"]\n{extra}"));
         let c = with("").unwrap();
         assert_eq!((c.max_mailbox_name, c.max_location, c.max_acl_identifier, c.max_acl_entries), (1024, 578, 256, 1024));
-        assert_eq!(c.max_stream_pending_bytes, 8 << 20);
+        assert_eq!(c.max_stream_pending_bytes, 256 << 20);
         assert_eq!(with("max_acl_entries = 5").unwrap().max_acl_entries, 5);
         for key in ["max_mailbox_name", "max_location", "max_acl_identifier", "max_acl_entries", "max_stream_pending_bytes"] {
             let e = with(&format!("{key} = 0")).unwrap_err().to_string();
