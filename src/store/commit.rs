@@ -144,8 +144,10 @@ impl Syncer {
         let dir_names = names(dir)?;
         fsync_dir(dir)?;
         // The data folder itself, when sled has just created it.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
+        match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => fsync_dir(Path::new("."))?,
+            Some(p) => fsync_dir(p)?,
+            None => {}
         }
         Ok(Syncer { dir: dir.to_path_buf(), db, dir_names, blob_names })
     }
