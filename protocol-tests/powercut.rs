@@ -59,7 +59,14 @@ async fn write_until_killed(addr: String, w: usize, mut me: Writer, seed: u64, a
         let location = format!("be1!p{}", rng.below(4)).into_bytes();
         let (cmd, next) = match rng.below(3) {
             0 => {
-                let acl = format!("w{w}c{n}\tlrs\t").into_bytes();
+                let mut acl = format!("w{w}c{n}\tlrs\t").into_bytes();
+                if w == 0 && rng.below(40) == 0 {
+                    // Now and then a value past sled's blob threshold (128
+                    // KiB): written as a file of its own under blobs/.
+                    // Random letters: compressed, still past it.
+                    let noise: String = (0..300 << 10).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+                    acl.extend(format!("big{n}\t{noise}\t").into_bytes());
+                }
                 let next = Some(Entry::Mailbox { name: mbox.clone(), location: location.clone(), acl: acl.clone() });
                 (Command::Activate { name: mbox, location, acl }, next)
             }
@@ -160,7 +167,8 @@ async fn acknowledged_writes_survive_power_cuts() {
         }
         let n = acked.load(Ordering::Relaxed);
         assert!(n >= 50, "round {round}: writers made little progress before the cut ({n})");
-        report.push(format!("round {round}: {n} writes acknowledged, then kill -9 and power cut"));
+        let blobs = std::fs::read_dir(mnt.join("data/blobs")).map(|d| d.count()).unwrap_or(0);
+        report.push(format!("round {round}: {n} writes acknowledged ({blobs} blob files), then kill -9 and power cut"));
         image = mount.cut();
     }
     eprintln!("{}", report.join("\n"));

@@ -21,7 +21,7 @@
 //! be written and fsynced, it reopens sled (what was acknowledged was
 //! fsynced, so it is there) and logs the recovery once.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
@@ -119,7 +119,8 @@ struct Syncer {
     dir: PathBuf,
     db: File,
     dir_names: HashSet<OsString>,
-    blob_names: HashSet<OsString>,
+    /// Blob files and their sizes when last fsynced.
+    blobs: HashMap<OsString, u64>,
 }
 
 fn names(dir: &Path) -> std::io::Result<HashSet<OsString>> {
@@ -135,33 +136,54 @@ impl Syncer {
     fn open(dir: &Path) -> std::io::Result<Syncer> {
         let db = File::open(dir.join("db"))?;
         let blobs = dir.join("blobs");
-        let blob_names = names(&blobs)?;
-        for n in &blob_names {
-            sync_file(&blobs.join(n))?;
+        let mut blob_sizes = HashMap::new();
+        for e in std::fs::read_dir(&blobs)? {
+            let e = e?;
+            sync_file(&e.path())?;
+            if let Ok(m) = e.metadata() {
+                blob_sizes.insert(e.file_name(), m.len());
+            }
         }
         fsync_dir(&blobs)?;
         db.sync_all()?;
         let dir_names = names(dir)?;
         fsync_dir(dir)?;
         // The data folder itself, when sled has just created it.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
+        match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => fsync_dir(Path::new("."))?,
+            Some(p) => fsync_dir(p)?,
+            None => {}
         }
-        Ok(Syncer { dir: dir.to_path_buf(), db, dir_names, blob_names })
+        Ok(Syncer { dir: dir.to_path_buf(), db, dir_names, blobs: blob_sizes })
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        // Blobs first: the log written by this flush may point to them.
+        // Blobs first: the log written by this flush may point to them
+        // (a new file's own folder entry goes with its fsync on ext4). sled
+        // writes a blob in several writes, so one seen half-written is
+        // fsynced again once its size has changed.
         let blobs = self.dir.join("blobs");
-        let now = names(&blobs)?;
-        if now != self.blob_names {
-            for n in now.difference(&self.blob_names) {
-                sync_file(&blobs.join(n))?;
+        let mut now = HashMap::new();
+        for e in std::fs::read_dir(&blobs)? {
+            let e = e?;
+            let len = match e.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let name = e.file_name();
+            if self.blobs.get(&name) != Some(&len) {
+                sync_file(&blobs.join(&name))?;
             }
-            fsync_dir(&blobs)?;
-            self.blob_names = now;
+            now.insert(name, len);
         }
         self.db.sync_all()?;
+        // Then the folder, which also makes sled's blob removals durable:
+        // after the log that replaced them.
+        if now.len() != self.blobs.len() || now.keys().any(|k| !self.blobs.contains_key(k)) {
+            fsync_dir(&blobs)?;
+        }
+        self.blobs = now;
         // Snapshots sled wrote (it fsyncs their data, not their renames).
         let now = names(&self.dir)?;
         if now != self.dir_names {

@@ -28,12 +28,35 @@
 //! Writes to one name are serialised by one of [`STRIPES`] std mutexes
 //! chosen by a hash of the name, held only around the synchronous
 //! read-modify-write (never across an await); there is no global lock.
-//! A write returns once it is on disk: a commit thread fsyncs for everyone
-//! who wrote since its last fsync ([`commit`]). A command that changed
-//! nothing still waits until everything written before it is durable, so
-//! it never acknowledges state that a crash could still lose. Reads
+//! A write returns once it survives a power cut: a commit thread runs
+//! sled's `flush()` and then fsyncs what that leaves undone (sled makes its
+//! log "stable" with `sync_file_range`, which saves no metadata and no
+//! disk cache, and never fsyncs its blob files or folders): the log file,
+//! new blob files, and the folders whose entries changed; one round for
+//! everyone who wrote since the last ([`commit`]).
+//!
+//! Reads never show a write a crash could lose. A write takes a sequence
+//! number *before* it applies its batch, under its stripe lock, and
+//! records it as its stripe's last; the commit thread publishes a number
+//! as durable only once every write numbered up to it was applied before
+//! its flush began. FIND and each UPDATE stream line wait for the last
+//! number of the name's stripe (not for unrelated names); LIST and the
+//! UPDATE dump wait once, before their completion, for the last number
+//! begun (their lines go out as they are read: a line may precede the
+//! durability of what it shows by one group commit, the OK never does). A
+//! command that changed nothing waits for its stripe's number like a
+//! reader: it never acknowledges state that is not durable. Reads
 //! (`find`, `effective`, `list`, `list_prefix`) go to sled directly, one
 //! lock-free snapshot per key, and never copy the directory.
+//!
+//! A failing disk (full, I/O errors) fails the writes that were not made
+//! durable, with `StoreError::Durability`, which sessions answer with
+//! `NO "mupdate directory storage failing, try again later"`; sled 0.34
+//! then refuses every write, so the commit thread probes the data folder
+//! every second (a 1 MiB file written and fsynced) and, once it can write
+//! again, reopens sled, which holds everything acknowledged. Reads go on
+//! meanwhile (except in the moment of the reopen); failing and recovered
+//! are logged once each.
 //!
 //! sled is opened in `Mode::LowSpace`: the directory is small records,
 //! written rarely compared with how often it is read, and its size on disk
