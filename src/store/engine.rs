@@ -22,8 +22,24 @@ pub(crate) struct Inner {
     /// Serialises set_primary calls (each one still locks names one by one).
     primary: Mutex<()>,
     conflicts_seen: AtomicU64,
+    /// Large ACTIVATEs running their read-modify-write on the blocking pool.
+    offload: tokio::sync::Semaphore,
     // Last: dropping it joins the commit thread, which closes the database.
     pub(super) committer: Committer,
+}
+
+/// An ACTIVATE whose name and ACL together are larger than this runs its
+/// read-modify-write on tokio's blocking pool instead of an async worker:
+/// the worst one the default limits allow (1,024 ACL entries of 256-byte
+/// identifiers, a 1 KiB name) took 14-61 ms of synchronous work, mostly
+/// sled applying one key per ACL entry (docs/robustness/limits.md), while
+/// an ordinary one (a few entries) takes microseconds and stays inline.
+pub(crate) const OFFLOAD_BYTES: usize = 16 * 1024;
+
+/// Large ACTIVATEs running at once on the blocking pool: each costs up to
+/// a core for tens of milliseconds, so more than the cores only queues.
+fn offload_permits() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 /// A group's persisted state.
@@ -305,6 +321,7 @@ impl Store {
                 groups: RwLock::new(Arc::new(Groups::new(list))),
                 primary: Mutex::new(()),
                 conflicts_seen: AtomicU64::new(0),
+                offload: tokio::sync::Semaphore::new(offload_permits()),
                 committer,
             }),
         };
@@ -448,7 +465,15 @@ impl Store {
         if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
             return Ok(Self::refused(r));
         }
-        let (activated, change, seq) = self.update(name, |m, g| model::activate(m, location, acl, g))?;
+        let (activated, change, seq) = if name.len() + acl.len() > OFFLOAD_BYTES {
+            let _permit = self.inner.offload.acquire().await.map_err(|_| StoreError::Unavailable)?;
+            let (store, name, location, acl) = (self.clone(), name.to_vec(), location.to_vec(), acl.to_vec());
+            tokio::task::spawn_blocking(move || store.update(&name, |m, g| model::activate(m, &location, &acl, g)))
+                .await
+                .map_err(|e| StoreError::Durability(format!("write task failed: {e}")))??
+        } else {
+            self.update(name, |m, g| model::activate(m, location, acl, g))?
+        };
         if let Activated::Conflict(x) = activated {
             self.inner.conflicts_seen.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
