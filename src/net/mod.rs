@@ -56,6 +56,7 @@ impl Server {
             cache_capacity: config.cache_capacity_mb.saturating_mul(1024 * 1024),
             compression: config.compression,
             compression_level: config.compression_level,
+            verify_on_open: config.verify_on_open,
         };
         let store = Store::open(&store_config, &config.store_groups())
             .map_err(|source| ServerError::Store { path: config.data_dir.display().to_string(), source })?;

@@ -83,10 +83,13 @@
 //!   configured primary of that group changes; the configured one then
 //!   wins and takes over at open.
 
+mod backup;
 mod commit;
 mod engine;
+pub mod export;
 pub(crate) mod key;
 mod model;
+pub mod verify;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +120,8 @@ pub struct StoreConfig {
     pub compression: bool,
     /// zstd level when `compression` is on (1-22).
     pub compression_level: i32,
+    /// How much to check at open (verify.rs).
+    pub verify_on_open: verify::VerifyMode,
 }
 
 /// A configured replica group.
@@ -223,6 +228,10 @@ pub enum StoreError {
     /// server outside the group).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The directory is damaged (found at open or by a read): it is not
+    /// served, or writes are refused. Says what is wrong and what to do.
+    #[error("the directory is damaged: {0}")]
+    Damaged(String),
 }
 
 /// The directory. Cheap to clone; every method may be called concurrently.
