@@ -54,5 +54,6 @@ mod bench_smoke;
 mod cli;
 mod robustness;
 mod durability;
+mod integrity;
 mod fuzz_smoke;
 mod replay;

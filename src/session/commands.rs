@@ -186,6 +186,9 @@ impl Session {
 
     async fn internal(&mut self, tag: &[u8], e: StoreError) -> Result<Next, SessionError> {
         error!(error = %e, "store failure");
+        if let StoreError::Damaged(_) = e {
+            return self.no(tag, super::admin::DAMAGED).await;
+        }
         self.no(tag, INTERNAL_ERROR).await
     }
 

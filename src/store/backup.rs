@@ -61,7 +61,12 @@ pub struct BackupScan {
 impl Store {
     /// Start a point-in-time backup. `Invalid` when one is running.
     pub fn backup(&self) -> Result<BackupScan, StoreError> {
-        let backup = Arc::new(Backup { inner: Mutex::new(State { copied_upto: Vec::new(), saved: BTreeMap::new() }) });
+        let backup = Arc::new(Backup {
+            inner: Mutex::new(State {
+                copied_upto: Vec::new(),
+                saved: BTreeMap::new(),
+            }),
+        });
         let head = {
             let _primary = self.inner.primary.lock().unwrap_or_else(|e| e.into_inner());
             let _all: Vec<_> = (0..super::STRIPES).map(|i| self.lock_stripe(i)).collect();
@@ -73,13 +78,22 @@ impl Store {
             let mut head = vec![export::header()];
             for kv in self.inner.db.scan_prefix([key::GROUPS]) {
                 let (k, v) = kv.map_err(|e| self.inner.seen(e.into()))?;
-                head.push(export::group_line(&k, &v).map_err(|e| self.inner.seen(StoreError::Corrupt(e)))?);
+                head.push(
+                    export::group_line(&k, &v)
+                        .map_err(|e| self.inner.seen(StoreError::Corrupt(e)))?,
+                );
             }
             *slot = Some(backup.clone());
             head
         };
         let names = self.inner.db.scan_prefix([key::NAMES]);
-        Ok(BackupScan { store: self.clone(), backup, head: head.into_iter(), names: Some(names), tail: None })
+        Ok(BackupScan {
+            store: self.clone(),
+            backup,
+            head: head.into_iter(),
+            names: Some(names),
+            tail: None,
+        })
     }
 }
 
@@ -91,7 +105,12 @@ impl BackupScan {
         st.copied_upto = nkey.to_vec();
         match st.saved.remove(nkey) {
             Some(old) => Ok(old),
-            None => self.store.inner.db.get(nkey).map_err(|e| self.store.inner.seen(e.into())),
+            None => self
+                .store
+                .inner
+                .db
+                .get(nkey)
+                .map_err(|e| self.store.inner.seen(e.into())),
         }
     }
 
@@ -121,8 +140,10 @@ impl Iterator for BackupScan {
                     // meet: their saved values.
                     let mut st = self.backup.inner.lock().unwrap_or_else(|e| e.into_inner());
                     st.copied_upto = vec![u8::MAX; 2];
-                    let rest: Vec<_> =
-                        std::mem::take(&mut st.saved).into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+                    let rest: Vec<_> = std::mem::take(&mut st.saved)
+                        .into_iter()
+                        .filter_map(|(k, v)| v.map(|v| (k, v)))
+                        .collect();
                     self.tail = Some(rest.into_iter());
                 }
             }
@@ -134,7 +155,12 @@ impl Iterator for BackupScan {
 
 impl Drop for BackupScan {
     fn drop(&mut self) {
-        let mut slot = self.store.inner.backup.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .store
+            .inner
+            .backup
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|b| Arc::ptr_eq(b, &self.backup)) {
             *slot = None;
         }

@@ -695,11 +695,7 @@ impl Inner {
     /// refused ([`StoreError::Damaged`]) instead of acknowledged into a
     /// damaged store. Other errors pass through.
     pub(super) fn seen(&self, e: StoreError) -> StoreError {
-        let damage = match &e {
-            StoreError::Corrupt(_) => true,
-            StoreError::Sled(sled::Error::Corruption { .. }) => true,
-            _ => false,
-        };
+        let damage = matches!(&e, StoreError::Corrupt(_) | StoreError::Sled(sled::Error::Corruption { .. }));
         if damage && self.damaged.set(e.to_string()).is_ok() {
             tracing::error!(
                 error = %e,

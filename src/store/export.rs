@@ -60,7 +60,10 @@ fn state_word(s: RecordState) -> &'static str {
 
 /// The line of one stored name (`n` key and value).
 pub(crate) fn mailbox_line(nkey: &[u8], value: &[u8]) -> Result<String, String> {
-    let name = nkey.get(1..).and_then(key::name_of_part).ok_or("a name key without a name")?;
+    let name = nkey
+        .get(1..)
+        .and_then(key::name_of_part)
+        .ok_or("a name key without a name")?;
     let m = Mailbox::decode(value)?;
     let records: Vec<Value> = m
         .records
@@ -97,7 +100,11 @@ pub struct Exported {
 
 /// Write every readable record of an (offline) database. `progress` gets
 /// the number of mailboxes written every 100,000.
-pub fn export(db: &sled::Db, out: &mut impl Write, mut progress: impl FnMut(u64)) -> Result<Exported, String> {
+pub fn export(
+    db: &sled::Db,
+    out: &mut impl Write,
+    mut progress: impl FnMut(u64),
+) -> Result<Exported, String> {
     let io = |e: std::io::Error| format!("cannot write: {e}");
     let mut r = Exported::default();
     writeln!(out, "{}", header()).map_err(io)?;
@@ -109,11 +116,17 @@ pub fn export(db: &sled::Db, out: &mut impl Write, mut progress: impl FnMut(u64)
                 Some(Ok(kv)) => kv,
                 Some(Err(e)) => {
                     // sled cannot go on past this point of the tree.
-                    r.skipped.push(format!("the database failed while reading: {e}; what follows it is not exported"));
+                    r.skipped.push(format!(
+                        "the database failed while reading: {e}; what follows it is not exported"
+                    ));
                     break;
                 }
             };
-            let line = if is_group { group_line(&k, &v) } else { mailbox_line(&k, &v) };
+            let line = if is_group {
+                group_line(&k, &v)
+            } else {
+                mailbox_line(&k, &v)
+            };
             match line {
                 Ok(l) => {
                     writeln!(out, "{l}").map_err(io)?;
@@ -127,8 +140,14 @@ pub fn export(db: &sled::Db, out: &mut impl Write, mut progress: impl FnMut(u64)
                     }
                 }
                 Err(e) => {
-                    let what = k.get(1..).and_then(key::name_of_part).map(|n| String::from_utf8_lossy(&n).into_owned());
-                    r.skipped.push(format!("{}: {e}", what.unwrap_or_else(|| format!("{:?}", &k[..]))));
+                    let what = k
+                        .get(1..)
+                        .and_then(key::name_of_part)
+                        .map(|n| String::from_utf8_lossy(&n).into_owned());
+                    r.skipped.push(format!(
+                        "{}: {e}",
+                        what.unwrap_or_else(|| format!("{:?}", &k[..]))
+                    ));
                 }
             }
         }
@@ -147,18 +166,26 @@ pub struct ImportError {
 }
 
 fn at(line: usize) -> impl Fn(String) -> ImportError {
-    move |message| ImportError { line: Some(line), message }
+    move |message| ImportError {
+        line: Some(line),
+        message,
+    }
 }
 
 fn plain(message: String) -> ImportError {
-    ImportError { line: None, message }
+    ImportError {
+        line: None,
+        message,
+    }
 }
 
 fn get_bytes(v: &Value, field: &str) -> Result<Vec<u8>, String> {
     match v.get(field) {
         Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
         Some(Value::Object(o)) => match o.get("base64") {
-            Some(Value::String(b)) => STANDARD.decode(b).map_err(|e| format!("{field}: bad base64: {e}")),
+            Some(Value::String(b)) => STANDARD
+                .decode(b)
+                .map_err(|e| format!("{field}: bad base64: {e}")),
             _ => Err(format!("{field}: an object without \"base64\"")),
         },
         Some(_) => Err(format!("{field}: not a string")),
@@ -174,7 +201,9 @@ fn get_opt_bytes(v: &Value, field: &str) -> Result<Option<Vec<u8>>, String> {
 }
 
 fn get_bool(v: &Value, field: &str) -> Result<bool, String> {
-    v.get(field).and_then(Value::as_bool).ok_or_else(|| format!("{field}: missing or not true/false"))
+    v.get(field)
+        .and_then(Value::as_bool)
+        .ok_or_else(|| format!("{field}: missing or not true/false"))
 }
 
 /// A mailbox line as the name and its value.
@@ -184,7 +213,10 @@ fn parse_mailbox(v: &Value) -> Result<(Vec<u8>, Mailbox), String> {
         return Err("name: holds a NUL byte".into());
     }
     let conflict = get_bool(v, "conflict")?;
-    let list = v.get("records").and_then(Value::as_array).ok_or("records: missing or not a list")?;
+    let list = v
+        .get("records")
+        .and_then(Value::as_array)
+        .ok_or("records: missing or not a list")?;
     if list.is_empty() {
         return Err("records: empty (a mailbox has at least one record)".into());
     }
@@ -200,10 +232,18 @@ fn parse_mailbox(v: &Value) -> Result<(Vec<u8>, Mailbox), String> {
             _ => return Err(e("state: not \"active\", \"reserved\" or \"moving\"".into())),
         };
         let effective = get_bool(r, "effective").map_err(e)?;
-        let rec = Record { state, effective, location, acl };
+        let rec = Record {
+            state,
+            effective,
+            location,
+            acl,
+        };
         if let Some(s) = get_opt_bytes(r, "server").map_err(e)? {
             if s != rec.server() {
-                return Err(e(format!("server {:?} is not the server of its location", String::from_utf8_lossy(&s))));
+                return Err(e(format!(
+                    "server {:?} is not the server of its location",
+                    String::from_utf8_lossy(&s)
+                )));
             }
         }
         if records.iter().any(|o| o.server() == rec.server()) {
@@ -238,7 +278,10 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(plain(format!("{} is not empty: import only into a new or empty folder", dir.display())));
+                return Err(plain(format!(
+                    "{} is not empty: import only into a new or empty folder",
+                    dir.display()
+                )));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -254,9 +297,16 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
     let result = import_into(&tmp, input, compression);
     let result = result.and_then(|r| {
         if dir.exists() {
-            std::fs::remove_dir(dir).map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
+            std::fs::remove_dir(dir)
+                .map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
         }
-        std::fs::rename(&tmp, dir).map_err(|e| plain(format!("cannot rename {} to {}: {e}", tmp.display(), dir.display())))?;
+        std::fs::rename(&tmp, dir).map_err(|e| {
+            plain(format!(
+                "cannot rename {} to {}: {e}",
+                tmp.display(),
+                dir.display()
+            ))
+        })?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
         }
@@ -268,9 +318,17 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
     result
 }
 
-fn import_into(tmp: &Path, input: impl BufRead, compression: bool) -> Result<Imported, ImportError> {
+fn import_into(
+    tmp: &Path,
+    input: impl BufRead,
+    compression: bool,
+) -> Result<Imported, ImportError> {
     let se = |e: sled::Error| plain(format!("the new database failed: {e}"));
-    let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(se)?;
+    let db = sled::Config::new()
+        .path(tmp)
+        .use_compression(compression)
+        .open()
+        .map_err(se)?;
     let mut r = Imported::default();
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
@@ -286,10 +344,14 @@ fn import_into(tmp: &Path, input: impl BufRead, compression: bool) -> Result<Imp
         let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
         if !header_seen {
             if kind != "mupdated-export" {
-                return Err(at(n)("the first line is not a mupdated export header".into()));
+                return Err(at(n)(
+                    "the first line is not a mupdated export header".into(),
+                ));
             }
             if v.get("version").and_then(Value::as_u64) != Some(FORMAT_VERSION) {
-                return Err(at(n)(format!("unsupported export version (this mupdated reads {FORMAT_VERSION})")));
+                return Err(at(n)(format!(
+                    "unsupported export version (this mupdated reads {FORMAT_VERSION})"
+                )));
             }
             header_seen = true;
             continue;
@@ -299,13 +361,19 @@ fn import_into(tmp: &Path, input: impl BufRead, compression: bool) -> Result<Imp
                 let (name, m) = parse_mailbox(&v).map_err(at(n))?;
                 let part = key::mailbox_part(&name);
                 if !names.insert(part.clone()) {
-                    return Err(at(n)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(&name))));
+                    return Err(at(n)(format!(
+                        "mailbox {:?} appears twice",
+                        String::from_utf8_lossy(&name)
+                    )));
                 }
                 batch.insert(key::name_key(&part), m.encode());
                 r.mailboxes += 1;
             }
             "group" => {
-                let name = v.get("name").and_then(Value::as_str).ok_or_else(|| at(n)("name: missing or not a string".into()))?;
+                let name = v
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| at(n)("name: missing or not a string".into()))?;
                 let st = GroupState {
                     primary: get_opt_bytes(&v, "primary").map_err(at(n))?,
                     config_primary: get_opt_bytes(&v, "config_primary").map_err(at(n))?,

@@ -139,7 +139,10 @@ impl Summary {
     pub fn decode(b: &[u8]) -> Option<Summary> {
         let b: &[u8; 16] = b.try_into().ok()?;
         let (c, d) = b.split_at(8);
-        Some(Summary { count: u64::from_be_bytes(c.try_into().ok()?), digest: u64::from_be_bytes(d.try_into().ok()?) })
+        Some(Summary {
+            count: u64::from_be_bytes(c.try_into().ok()?),
+            digest: u64::from_be_bytes(d.try_into().ok()?),
+        })
     }
 }
 
@@ -152,7 +155,10 @@ pub(crate) fn summary_key(stripe: usize) -> [u8; 3] {
 /// The rights index entries (key, value) of a name: one small function so
 /// that a change of the rights-key layout changes only this here.
 pub(crate) fn rights_entries(part: &[u8], m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)> {
-    acl_entries(m).into_iter().map(|(id, rights)| (key::rights_key(&id, part), rights)).collect()
+    acl_entries(m)
+        .into_iter()
+        .map(|(id, rights)| (key::rights_key(&id, part), rights))
+        .collect()
 }
 
 /// Every index entry a name's value implies.
@@ -164,7 +170,11 @@ pub(crate) struct IndexEntries {
 
 pub(crate) fn index_entries(part: &[u8], m: &Mailbox) -> IndexEntries {
     IndexEntries {
-        servers: m.records.iter().map(|r| (key::server_key(r.server(), part), index_value(r))).collect(),
+        servers: m
+            .records
+            .iter()
+            .map(|r| (key::server_key(r.server(), part), index_value(r)))
+            .collect(),
         rights: rights_entries(part, m),
         conflict: m.conflict.then(|| key::conflict_key(part)),
     }
@@ -173,7 +183,7 @@ pub(crate) fn index_entries(part: &[u8], m: &Mailbox) -> IndexEntries {
 /// Run `f`, turning a panic into an error with the panic's message, and
 /// without printing it (a damaged file must give the damage message, not
 /// a backtrace). Panics of other threads meanwhile go to the usual hook.
-pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let me = std::thread::current().id();
@@ -184,7 +194,10 @@ pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         let prev = prev.clone();
         panic::set_hook(Box::new(move |info| {
             if std::thread::current().id() == me {
-                let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
                 let what = info
                     .payload()
                     .downcast_ref::<&str>()
@@ -206,7 +219,10 @@ pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     }
     r.map_err(|_| {
         let msg = caught.lock().unwrap_or_else(|e| e.into_inner()).take();
-        format!("the storage engine failed on this directory ({})", msg.unwrap_or_else(|| "panic".into()))
+        format!(
+            "the storage engine failed on this directory ({})",
+            msg.unwrap_or_else(|| "panic".into())
+        )
     })
 }
 
@@ -214,21 +230,55 @@ pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// tools must open it with the value it was created with.)
 pub fn compression_of(dir: &Path) -> Result<bool, String> {
     let conf = dir.join("conf");
-    let text = std::fs::read_to_string(&conf)
-        .map_err(|e| format!("{} is not a mupdated data directory (cannot read {}: {e})", dir.display(), conf.display()))?;
-    Ok(!text.lines().any(|l| l.trim() == "use_compression: false"))
+    // Text lines followed by a binary checksum.
+    let bytes = std::fs::read(&conf).map_err(|e| {
+        format!(
+            "{} is not a mupdated data directory (cannot read {}: {e})",
+            dir.display(),
+            conf.display()
+        )
+    })?;
+    Ok(!String::from_utf8_lossy(&bytes)
+        .lines()
+        .any(|l| l.trim() == "use_compression: false"))
+}
+
+/// Why an offline tool could not open a data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No sled database there (usage error).
+    #[error("{0}")]
+    NotADirectory(String),
+    /// Locked by a running server, or an I/O failure.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine panicked or reported corruption: the file is damaged.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// Open an existing data directory for an offline tool.
-pub fn open_offline(dir: &Path) -> Result<sled::Db, String> {
-    let compression = compression_of(dir)?;
-    let r = quietly(|| sled::Config::new().path(dir).use_compression(compression).open())?;
-    r.map_err(|e| {
-        let s = e.to_string();
-        if s.contains("lock") || s.contains("WouldBlock") || s.contains("temporarily unavailable") {
-            format!("cannot open {}: {s} (is mupdated running on it? stop it first, or use `mupdatectl backup` for a live copy)", dir.display())
-        } else {
-            format!("cannot open {}: {s}", dir.display())
+pub fn open_offline(dir: &Path) -> Result<sled::Db, OpenError> {
+    let compression = compression_of(dir).map_err(OpenError::NotADirectory)?;
+    let r = quietly(|| {
+        sled::Config::new()
+            .path(dir)
+            .use_compression(compression)
+            .open()
+    })
+    .map_err(OpenError::Damaged)?;
+    r.map_err(|e| match e {
+        sled::Error::Corruption { .. } => OpenError::Damaged(format!("cannot open {}: {e}", dir.display())),
+        e => {
+            let s = e.to_string();
+            if s.contains("lock") || s.contains("WouldBlock") || s.contains("temporarily unavailable") {
+                OpenError::Unavailable(format!(
+                    "cannot open {}: {s} (is mupdated running on it? stop it first, or use `mupdatectl backup` for a live copy)",
+                    dir.display()
+                ))
+            } else {
+                OpenError::Unavailable(format!("cannot open {}: {s}", dir.display()))
+            }
         }
     })
 }
@@ -248,7 +298,11 @@ pub(crate) fn write_seal(dir: &Path, total: Summary) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    write!(f, "mupdated clean stop\nmailboxes {}\ndigest {:016x}\n", total.count, total.digest)?;
+    write!(
+        f,
+        "mupdated clean stop\nmailboxes {}\ndigest {:016x}\n",
+        total.count, total.digest
+    )?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, seal_path(dir))?;
@@ -263,11 +317,20 @@ pub(crate) fn read_seal(dir: &Path) -> Result<Option<Summary>, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", seal_path(dir).display())),
     };
     let mut lines = text.lines();
-    let bad = || format!("{} is not a seal written by mupdated", seal_path(dir).display());
+    let bad = || {
+        format!(
+            "{} is not a seal written by mupdated",
+            seal_path(dir).display()
+        )
+    };
     if lines.next() != Some("mupdated clean stop") {
         return Err(bad());
     }
-    let count = lines.next().and_then(|l| l.strip_prefix("mailboxes ")).and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let count = lines
+        .next()
+        .and_then(|l| l.strip_prefix("mailboxes "))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
     let digest = lines
         .next()
         .and_then(|l| l.strip_prefix("digest "))
@@ -297,10 +360,16 @@ fn stored_summaries(db: &sled::Db) -> Result<(Vec<Summary>, Vec<String>), sled::
         if k.len() == 1 {
             continue;
         }
-        let stripe = (k.len() == 3).then(|| usize::from(u16::from_be_bytes([k[1], k[2]]))).filter(|&s| s < STRIPES);
+        let stripe = (k.len() == 3)
+            .then(|| usize::from(u16::from_be_bytes([k[1], k[2]])))
+            .filter(|&s| s < STRIPES);
         match (stripe, Summary::decode(&v)) {
             (Some(s), Some(sum)) => out[s] = sum,
-            _ => problems.push(format!("a summary key or value is malformed ({} bytes of key, {} of value)", k.len(), v.len())),
+            _ => problems.push(format!(
+                "a summary key or value is malformed ({} bytes of key, {} of value)",
+                k.len(),
+                v.len()
+            )),
         }
     }
     Ok((out, problems))
@@ -369,7 +438,11 @@ fn lost_text(seal: Summary, now: Summary) -> String {
 /// The check at open. `Err` is the damage (what is wrong); `Ok` carries
 /// notes worth logging. Writes only when a directory from before summaries
 /// existed gets its summaries.
-pub(crate) fn check_at_open(db: &sled::Db, dir: &Path, mode: VerifyMode) -> Result<Vec<String>, String> {
+pub(crate) fn check_at_open(
+    db: &sled::Db,
+    dir: &Path,
+    mode: VerifyMode,
+) -> Result<Vec<String>, String> {
     let seal = read_seal(dir)?;
     let mut notes = Vec::new();
     let se = |e: sled::Error| format!("reading the database failed: {e}");
@@ -381,7 +454,10 @@ pub(crate) fn check_at_open(db: &sled::Db, dir: &Path, mode: VerifyMode) -> Resu
             let sums = computed_summaries(db).map_err(se)?;
             let t = total(&sums);
             if t.count > 0 {
-                notes.push(format!("computed the integrity summaries of {} mailboxes (first open by this version)", t.count));
+                notes.push(format!(
+                    "computed the integrity summaries of {} mailboxes (first open by this version)",
+                    t.count
+                ));
             }
             write_summaries(db, &sums).map_err(se)?;
         }
@@ -435,16 +511,24 @@ impl Report {
 }
 
 fn name_text(part: &[u8]) -> String {
-    key::name_of_part(part).map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_else(|| format!("{part:?}"))
+    key::name_of_part(part)
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_else(|| format!("{part:?}"))
 }
 
 /// Read every key once and compare everything that can be recomputed.
 /// `progress` gets the number of keys read every 100,000 keys.
-pub fn full_check(db: &sled::Db, dir: &Path, mut progress: impl FnMut(u64)) -> Result<Report, sled::Error> {
+pub fn full_check(
+    db: &sled::Db,
+    dir: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, sled::Error> {
     let mut r = Report::default();
     let mut sums = vec![Summary::default(); STRIPES];
-    let (mut want_s, mut want_r, mut want_x) = (Summary::default(), Summary::default(), Summary::default());
-    let (mut have_s, mut have_r, mut have_x) = (Summary::default(), Summary::default(), Summary::default());
+    let (mut want_s, mut want_r, mut want_x) =
+        (Summary::default(), Summary::default(), Summary::default());
+    let (mut have_s, mut have_r, mut have_x) =
+        (Summary::default(), Summary::default(), Summary::default());
     let mut undecodable = 0u64;
     let mut unknown = 0u64;
     let mut bad_groups = 0u64;
@@ -477,7 +561,10 @@ pub fn full_check(db: &sled::Db, dir: &Path, mut progress: impl FnMut(u64)) -> R
                     Ok(_) => {
                         undecodable += 1;
                         if r.undecodable.len() < 10 {
-                            r.undecodable.push(format!("{} (a key without a name, or no records)", name_text(part)));
+                            r.undecodable.push(format!(
+                                "{} (a key without a name, or no records)",
+                                name_text(part)
+                            ));
                         }
                     }
                     Err(e) => {
@@ -501,12 +588,18 @@ pub fn full_check(db: &sled::Db, dir: &Path, mut progress: impl FnMut(u64)) -> R
         }
     }
     if undecodable > 0 {
-        r.problems.push(format!("{undecodable} mailbox values do not decode (e.g. {})", r.undecodable.join(", ")));
+        r.problems.push(format!(
+            "{undecodable} mailbox values do not decode (e.g. {})",
+            r.undecodable.join(", ")
+        ));
     }
     let (stored, problems) = stored_summaries(db)?;
     r.problems.extend(problems);
     if db.get(META_KEY)?.is_none() {
-        r.notes.push("no integrity summaries yet (written by an older version; the next open computes them)".into());
+        r.notes.push(
+            "no integrity summaries yet (written by an older version; the next open computes them)"
+                .into(),
+        );
     } else {
         let differ = stored.iter().zip(&sums).filter(|(a, b)| a != b).count();
         if differ > 0 {
@@ -528,20 +621,29 @@ pub fn full_check(db: &sled::Db, dir: &Path, mut progress: impl FnMut(u64)) -> R
                 "{what} disagrees with the records ({} entries expected, {} present{})",
                 want.count,
                 have.count,
-                if want.count == have.count { ", with different contents" } else { "" }
+                if want.count == have.count {
+                    ", with different contents"
+                } else {
+                    ""
+                }
             ));
         }
     }
     if bad_groups > 0 {
-        r.problems.push(format!("{bad_groups} replica-group states do not decode"));
+        r.problems
+            .push(format!("{bad_groups} replica-group states do not decode"));
     }
     if unknown > 0 {
-        r.notes.push(format!("{unknown} keys in key spaces this version does not know (left alone)"));
+        r.notes.push(format!(
+            "{unknown} keys in key spaces this version does not know (left alone)"
+        ));
     }
     match read_seal(dir) {
         Ok(Some(s)) if s != total(&stored) => r.problems.push(lost_text(s, total(&stored))),
         Ok(Some(_)) => r.notes.push("the clean-stop seal matches".into()),
-        Ok(None) => r.notes.push("no clean-stop seal (the last stop was not clean, or the server is running)".into()),
+        Ok(None) => r.notes.push(
+            "no clean-stop seal (the last stop was not clean, or the server is running)".into(),
+        ),
         Err(e) => r.problems.push(e),
     }
     Ok(r)
@@ -560,7 +662,11 @@ pub struct Rebuilt {
 
 fn remove_space(db: &sled::Db, space: u8) -> Result<(), sled::Error> {
     loop {
-        let keys: Vec<sled::IVec> = db.scan_prefix([space]).keys().take(10_000).collect::<Result<_, _>>()?;
+        let keys: Vec<sled::IVec> = db
+            .scan_prefix([space])
+            .keys()
+            .take(10_000)
+            .collect::<Result<_, _>>()?;
         if keys.is_empty() {
             return Ok(());
         }
@@ -583,7 +689,8 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
     let mut bad = Vec::new();
     for kv in db.scan_prefix([key::NAMES]) {
         let (k, v) = kv.map_err(se)?;
-        let ok = matches!(Mailbox::decode(&v), Ok(m) if !m.records.is_empty()) && key::name_of_part(&k[1..]).is_some();
+        let ok = matches!(Mailbox::decode(&v), Ok(m) if !m.records.is_empty())
+            && key::name_of_part(&k[1..]).is_some();
         if !ok {
             bad.push(k);
         }
