@@ -20,6 +20,14 @@
 //! - `g group` -> the group's run-time primary and the configured primary
 //!   seen at the last open.
 //!
+//! - `c stripe` -> the integrity summary of one write stripe (count and
+//!   digest of its names), changed in the same batch as the name; with the
+//!   clean-stop seal file they let the store know when it is damaged
+//!   ([`verify`]: the checks at open, `mupdatectl verify`,
+//!   `rebuild-indexes`). [`export`] is the JSON-lines form of the whole
+//!   directory (`mupdatectl export`/`import`), and `backup.rs` its
+//!   point-in-time online copy (`XEXPORT`, `mupdatectl backup`).
+//!
 //! A command's changes to all key spaces go into one `apply_batch`, which
 //! sled applies atomically, also across a crash: the index never disagrees
 //! with the values.
