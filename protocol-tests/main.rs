@@ -59,6 +59,7 @@ mod durability;
 mod fulldisk;
 mod fusefs;
 mod powercut;
+mod integrity;
 mod fuzz_smoke;
 mod limits;
 mod replay;

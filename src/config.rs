@@ -100,6 +100,12 @@ fn default_compression_level() -> i32 {
     // docs/performance.md.
     1
 }
+fn default_verify_on_open() -> crate::store::verify::VerifyMode {
+    // Quick: 1024 reads against the clean-stop seal, so a directory of 1M
+    // mailboxes still serves within seconds; the full check reads every
+    // key (docs/robustness/integrity.md) and is `mupdatectl verify`'s job.
+    crate::store::verify::VerifyMode::Quick
+}
 fn default_cache_capacity_mb() -> u64 {
     // sled's page cache; its own default (1 GiB) is too much for a small box.
     128
@@ -260,6 +266,9 @@ pub struct Config {
     /// Largest message (line or literal) accepted before login, bytes.
     #[serde(default = "default_max_unauthenticated_message")]
     pub max_unauthenticated_message: usize,
+    /// How much of the directory to check before serving it.
+    #[serde(default = "default_verify_on_open")]
+    pub verify_on_open: crate::store::verify::VerifyMode,
 }
 
 /// A configuration that cannot be used.

@@ -110,6 +110,51 @@ enum Cmd {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Check a stopped server's data directory (offline): every value decodes, the indexes and the
+    /// integrity summaries agree with the records, the clean-stop seal matches. Exit 0: clean;
+    /// 1: damaged (what is wrong and what to do on stderr); 2: not a data directory; 3: cannot open it.
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Write every readable record of a stopped server's data directory as JSON lines (stdout or --out);
+    /// what cannot be read is skipped and listed on stderr (exit 1 then).
+    Export {
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+        /// Output format (only jsonl).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Build a new data directory from an export or a backup (offline; DIR must not exist or be empty;
+    /// nothing is left behind on error).
+    Import {
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+        /// The JSON lines (`mupdatectl export`, or BACKUP/backup.jsonl).
+        file: std::path::PathBuf,
+        /// Create the database uncompressed (for a configuration with `compression = false`).
+        #[arg(long)]
+        uncompressed: bool,
+    },
+    /// Drop and rebuild the index by server, the rights index, the conflict list and the integrity
+    /// summaries of a stopped server's data directory from its records, then seal it as it now is.
+    RebuildIndexes {
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+        /// Remove mailbox values that do not decode (export what is readable first).
+        #[arg(long)]
+        drop_undecodable: bool,
+    },
+    /// Copy the running server's whole directory as of one moment (XEXPORT) into DIR/backup.jsonl,
+    /// while it keeps serving. Restore: `mupdatectl import --data-dir NEWDIR DIR/backup.jsonl`.
+    Backup {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
     /// Benchmark the server: backend churn, bulk load, FIND, LIST, UPDATE, propagation, stalled subscriber.
     Bench(Box<mupdated::bench::BenchArgs>),
 }
@@ -338,11 +383,277 @@ async fn record(listen: std::net::SocketAddr, upstream: &str, out: &std::path::P
     }
 }
 
+/// An offline tool's failure to open a directory, as an exit code.
+fn open_failed(e: mupdated::store::verify::OpenError) -> ExitCode {
+    use mupdated::store::verify::{OpenError, WHAT_TO_DO};
+    match e {
+        OpenError::NotADirectory(m) => {
+            eprintln!("mupdatectl: {m}");
+            ExitCode::from(2)
+        }
+        OpenError::Unavailable(m) => {
+            eprintln!("mupdatectl: {m}");
+            ExitCode::from(3)
+        }
+        OpenError::Damaged(m) => {
+            eprintln!("mupdatectl: the directory is damaged: {m}\n{WHAT_TO_DO}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `mupdatectl verify`, `export`, `import`, `rebuild-indexes`: offline.
+fn run_offline(args: &Args) -> Option<ExitCode> {
+    use mupdated::store::{export, verify};
+    Some(match &args.command {
+        Cmd::Verify { data_dir } => {
+            let start = std::time::Instant::now();
+            let db = match verify::open_offline(data_dir) {
+                Ok(db) => db,
+                Err(e) => return Some(open_failed(e)),
+            };
+            let report = match verify::quietly(|| {
+                verify::full_check(&db, data_dir, |n| eprintln!("mupdatectl: {n} keys read"))
+            }) {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => verify::Report {
+                    problems: vec![format!("the database failed while reading: {e}")],
+                    ..Default::default()
+                },
+                Err(e) => verify::Report {
+                    problems: vec![e],
+                    ..Default::default()
+                },
+            };
+            let secs = start.elapsed().as_secs_f64();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"clean": report.is_clean(), "mailboxes": report.mailboxes, "records": report.records,
+                        "problems": report.problems, "notes": report.notes, "seconds": secs})
+                );
+            } else {
+                println!(
+                    "{}: {} mailboxes, {} records, checked in {secs:.2} s",
+                    data_dir.display(),
+                    report.mailboxes,
+                    report.records
+                );
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
+            }
+            if report.is_clean() {
+                if !args.json {
+                    println!("clean");
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("mupdatectl: the directory is damaged:");
+                for p in &report.problems {
+                    eprintln!("  - {p}");
+                }
+                eprintln!("{}", verify::WHAT_TO_DO);
+                ExitCode::from(1)
+            }
+        }
+        Cmd::Export { data_dir, out, .. } => {
+            let db = match verify::open_offline(data_dir) {
+                Ok(db) => db,
+                Err(e) => return Some(open_failed(e)),
+            };
+            let mut w: Box<dyn std::io::Write> = match out {
+                Some(p) => match std::fs::File::create(p) {
+                    Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                    Err(e) => {
+                        eprintln!("mupdatectl: cannot create {}: {e}", p.display());
+                        return Some(ExitCode::from(2));
+                    }
+                },
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let r = verify::quietly(|| {
+                export::export(&db, &mut w, |n| {
+                    eprintln!("mupdatectl: {n} mailboxes exported")
+                })
+            });
+            match r {
+                Ok(Ok(r)) => {
+                    eprintln!(
+                        "mupdatectl: exported {} mailboxes and {} replica groups",
+                        r.mailboxes, r.groups
+                    );
+                    if r.skipped.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "mupdatectl: {} could not be read and were skipped:",
+                            r.skipped.len()
+                        );
+                        for s in &r.skipped {
+                            eprintln!("  - {s}");
+                        }
+                        ExitCode::from(1)
+                    }
+                }
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("mupdatectl: export: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Import {
+            data_dir,
+            file,
+            uncompressed,
+        } => {
+            let f = match std::fs::File::open(file) {
+                Ok(f) => std::io::BufReader::new(f),
+                Err(e) => {
+                    eprintln!("mupdatectl: cannot open {}: {e}", file.display());
+                    return Some(ExitCode::from(2));
+                }
+            };
+            match export::import(data_dir, f, !uncompressed) {
+                Ok(r) => {
+                    eprintln!(
+                        "mupdatectl: imported {} mailboxes and {} replica groups into {}",
+                        r.mailboxes,
+                        r.groups,
+                        data_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "mupdatectl: import: {}: {e}; nothing was imported",
+                        file.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::RebuildIndexes {
+            data_dir,
+            drop_undecodable,
+        } => {
+            let db = match verify::open_offline(data_dir) {
+                Ok(db) => db,
+                Err(e) => return Some(open_failed(e)),
+            };
+            match verify::quietly(|| verify::rebuild(&db, data_dir, *drop_undecodable))
+                .and_then(|r| r)
+            {
+                Ok(r) => {
+                    for d in &r.dropped {
+                        eprintln!("mupdatectl: removed undecodable {d}");
+                    }
+                    eprintln!("mupdatectl: rebuilt {} index entries of {} mailboxes; the directory is sealed as it is now", r.index_entries, r.mailboxes);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mupdatectl: rebuild-indexes: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// `mupdatectl backup DIR`: XEXPORT into DIR/backup.jsonl (through a
+/// temporary file, fsynced, then renamed).
+async fn backup(args: &Args, dir: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("mupdatectl: cannot create {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    let (path, tmp) = (dir.join("backup.jsonl"), dir.join("backup.jsonl.tmp"));
+    let mut out = match std::fs::File::create(&tmp) {
+        Ok(f) => std::io::BufWriter::new(f),
+        Err(e) => {
+            eprintln!("mupdatectl: cannot create {}: {e}", tmp.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut c = match connect(args).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let result: Result<u64, String> = async {
+        let tag = c
+            .send(&Command::Admin {
+                verb: AdminVerb::Export,
+                args: vec![],
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut lines = 0u64;
+        loop {
+            match c.read_response().await.map_err(|e| e.to_string())? {
+                Response::Data {
+                    tag: t,
+                    keyword: "EXPORT",
+                    fields,
+                } if t == tag => {
+                    let line = fields.into_iter().next().unwrap_or_default();
+                    out.write_all(&line)
+                        .and_then(|_| out.write_all(b"\n"))
+                        .map_err(|e| format!("cannot write: {e}"))?;
+                    lines += 1;
+                    if lines % 100_000 == 0 {
+                        eprintln!("mupdatectl: {lines} lines");
+                    }
+                }
+                Response::Tagged {
+                    tag: t,
+                    status: mupdated::protocol::Status::Ok,
+                    ..
+                } if t == tag => return Ok(lines),
+                Response::Tagged { tag: t, text, .. } if t == tag => {
+                    return Err(format!(
+                        "the server refused: {}",
+                        String::from_utf8_lossy(&text)
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    .await;
+    c.logout().await;
+    let done = result.and_then(|lines| {
+        let f = out.into_inner().map_err(|e| format!("cannot write: {e}"))?;
+        f.sync_all().map_err(|e| format!("cannot fsync: {e}"))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot rename: {e}"))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot fsync {}: {e}", dir.display()))?;
+        Ok(lines)
+    });
+    match done {
+        Ok(lines) => {
+            eprintln!("mupdatectl: backup of {} lines in {}; restore with `mupdatectl import --data-dir NEWDIR {}`", lines, path.display(), path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("mupdatectl: backup: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
+    if let Some(code) = run_offline(&args) {
+        return code;
+    }
     if let Some(code) = run_admin(&args).await {
         return code;
     }
     match &args.command {
+        Cmd::Backup { dir } => backup(&args, dir).await,
         Cmd::Replay { captures, exact, port, wait_ms, dump } => {
             let mode = if *exact { Mode::Exact } else { Mode::Normalized };
             replay_captures(&args, captures, mode, *port, Duration::from_millis(*wait_ms), *dump).await
@@ -405,7 +716,11 @@ async fn run(args: Args) -> ExitCode {
         | Cmd::Groups
         | Cmd::Primary { .. }
         | Cmd::DeleteRecord { .. }
-        | Cmd::Rights { .. } => ExitCode::from(2),
+        | Cmd::Rights { .. }
+        | Cmd::Verify { .. }
+        | Cmd::Export { .. }
+        | Cmd::Import { .. }
+        | Cmd::RebuildIndexes { .. } => ExitCode::from(2),
         Cmd::List { prefix } => {
             let mut c = match connect(&args).await {
                 Ok(c) => c,

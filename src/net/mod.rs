@@ -69,6 +69,7 @@ fn store_config(config: &Config) -> StoreConfig {
         cache_capacity: config.cache_capacity_mb.saturating_mul(1024 * 1024),
         compression: config.compression,
         compression_level: config.compression_level,
+        verify_on_open: config.verify_on_open,
     }
 }
 

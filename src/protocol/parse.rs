@@ -198,7 +198,7 @@ fn verb(word: &[u8]) -> Verb {
         ("STARTTLS", Verb::Starttls),
         ("UPDATE", Verb::Update),
     ];
-    const ADMIN: [(&str, AdminVerb); 7] = [
+    const ADMIN: [(&str, AdminVerb); 8] = [
         ("XRECORDS", AdminVerb::Records),
         ("XCONFLICTS", AdminVerb::Conflicts),
         ("XRESOLVE", AdminVerb::Resolve),
@@ -206,6 +206,7 @@ fn verb(word: &[u8]) -> Verb {
         ("XPRIMARY", AdminVerb::Primary),
         ("XDELETE", AdminVerb::DeleteRecord),
         ("XRIGHTS", AdminVerb::Rights),
+        ("XEXPORT", AdminVerb::Export),
     ];
     if let Some((_, v)) = VERBS.iter().find(|(name, _)| word.eq_ignore_ascii_case(name.as_bytes()))
     {
@@ -233,6 +234,7 @@ pub fn admin_verb_name(verb: AdminVerb) -> &'static str {
         AdminVerb::Primary => "XPRIMARY",
         AdminVerb::DeleteRecord => "XDELETE",
         AdminVerb::Rights => "XRIGHTS",
+        AdminVerb::Export => "XEXPORT",
     }
 }
 
@@ -399,7 +401,7 @@ fn bad(what: &str) -> ResponseError {
 }
 
 /// The admin data keywords a client knows.
-const DATA_KEYWORDS: [&str; 5] = ["RECORD", "CONFLICT", "GROUP", "PRIMARY", "RIGHTS"];
+const DATA_KEYWORDS: [&str; 6] = ["RECORD", "CONFLICT", "GROUP", "PRIMARY", "RIGHTS", "EXPORT"];
 
 /// A line's bytes without its line end.
 fn line_content(bytes: &[u8]) -> &[u8] {

@@ -47,6 +47,9 @@ pub enum AdminVerb {
     DeleteRecord,
     /// `XRIGHTS user`: mailboxes on which an identifier has rights.
     Rights,
+    /// `XEXPORT`: a point-in-time copy of the whole directory, as
+    /// `EXPORT json-line` data lines (`mupdatectl backup`).
+    Export,
 }
 
 /// A fully parsed command.

@@ -11,6 +11,7 @@
 //! | `XPRIMARY group` | `PRIMARY group server` (`""` when none) | `OK "done"` |
 //! | `XPRIMARY group server` | | `OK "done"`; `""` clears the primary; streams get the new lines |
 //! | `XDELETE name location` | | `OK "done"`: removes that server's record only |
+//! | `XEXPORT` | `EXPORT line` per line of a point-in-time copy of the whole directory, in `mupdatectl export`'s JSON-lines format (store/export.rs, store/backup.rs) | `OK "done"`; `NO` when a backup is already running |
 //! | `XRIGHTS user [group...]` | `RIGHTS name rights` per mailbox where the effective ACL gives `user` (as a member of those groups, e.g. `group:staff`) any right: `user`, `anyone` and the groups' rights less their negative rights | `OK "done"` |
 
 use tracing::{error, info};
@@ -19,6 +20,9 @@ use super::{Next, Session, SessionError};
 use crate::net::log::Escaped;
 use crate::protocol::{cyrus, AdminVerb, Response, Status};
 use crate::store::{RecordState, Reply, StoreError};
+
+/// The answer to a write (or a backup) when the store found damage.
+pub(crate) const DAMAGED: &str = "the directory is damaged: writes are refused; stop the server and run mupdatectl verify";
 
 fn state_word(s: RecordState) -> &'static [u8] {
     match s {
@@ -33,7 +37,7 @@ fn arity(verb: AdminVerb) -> (usize, usize) {
     match verb {
         AdminVerb::Records => (1, 1),
         AdminVerb::Rights => (1, 31),
-        AdminVerb::Conflicts | AdminVerb::Groups => (0, 0),
+        AdminVerb::Conflicts | AdminVerb::Groups | AdminVerb::Export => (0, 0),
         AdminVerb::Resolve | AdminVerb::DeleteRecord => (2, 2),
         AdminVerb::Primary => (1, 2),
     }
@@ -55,6 +59,10 @@ impl Session {
             Err(AdminError::Session(e)) => return Err(e),
             Err(AdminError::Store(StoreError::Invalid(m))) => {
                 self.tagged(&tag, Status::No, &m).await?;
+            }
+            Err(AdminError::Store(e @ StoreError::Damaged(_))) => {
+                error!(error = %e, "admin command refused");
+                self.tagged(&tag, Status::No, DAMAGED).await?;
             }
             Err(AdminError::Store(e)) => {
                 error!(error = %e, "store failure in an admin command");
@@ -127,6 +135,14 @@ impl Session {
                     self.tagged(tag, Status::No, text).await?;
                     return Ok(());
                 }
+            }
+            AdminVerb::Export => {
+                let mut lines = 0u64;
+                for line in store.backup()? {
+                    self.data(tag, "EXPORT", vec![line?.into_bytes()]).await?;
+                    lines += 1;
+                }
+                info!(lines, "backup sent");
             }
             AdminVerb::Rights => {
                 let user = args.remove(0);

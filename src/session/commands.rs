@@ -271,6 +271,9 @@ impl Session {
             return self.no(tag, STORAGE_FAILING).await;
         }
         error!(error = %e, "store failure");
+        if let StoreError::Damaged(_) = e {
+            return self.no(tag, super::admin::DAMAGED).await;
+        }
         self.no(tag, INTERNAL_ERROR).await
     }
 

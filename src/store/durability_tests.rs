@@ -10,7 +10,7 @@ use crate::protocol::Entry;
 
 fn open() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1 };
+    let cfg = StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() };
     let store = Store::open(&cfg, &[]).unwrap();
     (dir, store)
 }

@@ -2,15 +2,15 @@
 //! ordered reads, replica groups.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use super::commit::{Committer, DbCell};
 use super::key::{self, server_of};
 use super::model::{self, Activated, Groups, Mailbox};
+use super::{backup, verify};
 use super::{Change, Conflict, Identity, RecordRole, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
 use crate::protocol::Entry;
 
@@ -20,10 +20,16 @@ pub(crate) struct Inner {
     stripes: Box<[Mutex<()>]>,
     groups: RwLock<Arc<Groups>>,
     /// Serialises set_primary calls (each one still locks names one by one).
-    primary: Mutex<()>,
+    pub(super) primary: Mutex<()>,
     conflicts_seen: AtomicU64,
     /// Large ACTIVATEs running their read-modify-write on the blocking pool.
     offload: tokio::sync::Semaphore,
+    /// The data folder (the seal is written there at a clean stop).
+    pub(super) path: PathBuf,
+    /// Set once when a read finds damage: writes are refused from then on.
+    pub(super) damaged: OnceLock<String>,
+    /// The backup running now, if any ([`backup`]).
+    pub(super) backup: RwLock<Option<Arc<backup::Backup>>>,
     // Last: dropping it joins the commit thread, which closes the database.
     pub(super) committer: Committer,
 }
@@ -44,15 +50,15 @@ fn offload_permits() -> usize {
 
 /// A group's persisted state.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct GroupState {
+pub(crate) struct GroupState {
     /// The primary in effect (configured, or set at run time).
-    primary: Option<Vec<u8>>,
+    pub primary: Option<Vec<u8>>,
     /// The configured primary seen at the last open.
-    config_primary: Option<Vec<u8>>,
+    pub config_primary: Option<Vec<u8>>,
 }
 
 impl GroupState {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::new();
         for o in [&self.primary, &self.config_primary] {
             match o {
@@ -67,7 +73,7 @@ impl GroupState {
         v
     }
 
-    fn decode(mut b: &[u8]) -> Option<GroupState> {
+    pub(crate) fn decode(mut b: &[u8]) -> Option<GroupState> {
         let mut one = || -> Option<Option<Vec<u8>>> {
             let (&tag, rest) = b.split_first()?;
             b = rest;
@@ -85,12 +91,6 @@ impl GroupState {
     }
 }
 
-fn load_in(db: &sled::Db, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
-    match db.get(key::name_key(part))? {
-        Some(v) => Mailbox::decode(&v).map(Some).map_err(corrupt),
-        None => Ok(None),
-    }
-}
 
 fn corrupt(e: String) -> StoreError {
     StoreError::Corrupt(e)
@@ -116,7 +116,7 @@ fn change(name: &[u8], old: &Mailbox, new: &Mailbox) -> Option<Change> {
 
 /// The value of a record's key in the index by server: the record itself,
 /// so that `LIST "server!"` reads one ordered range and nothing else.
-fn index_value(r: &model::Record) -> Vec<u8> {
+pub(crate) fn index_value(r: &model::Record) -> Vec<u8> {
     Mailbox { records: vec![model::Record { effective: false, ..r.clone() }], conflict: false }.encode()
 }
 
@@ -127,7 +127,7 @@ pub type Rights = (Vec<u8>, Vec<u8>);
 /// effective record's, when it is active (a reserved or moving mailbox
 /// shows no ACL). An identifier listed twice keeps its last rights, as in
 /// Cyrus's ACL parsing.
-fn acl_entries(m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn acl_entries(m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)> {
     let Some(r) = m.eff_record().filter(|r| r.state == model::RecordState::Active) else {
         return Vec::new();
     };
@@ -282,14 +282,29 @@ impl Store {
     /// configured replica groups; their primaries seed the store (see the
     /// module documentation for run-time primaries).
     pub fn open(cfg: &StoreConfig, groups: &[ReplicaGroup]) -> Result<Store, StoreError> {
+        let damaged = |what: String| StoreError::Damaged(format!("{}: {what}. {}", cfg.path.display(), verify::WHAT_TO_DO));
         let sled_config = sled::Config::new()
             .path(&cfg.path)
             .cache_capacity(cfg.cache_capacity)
             .mode(sled::Mode::LowSpace)
             .use_compression(cfg.compression)
             .compression_factor(cfg.compression_level);
-        let cell = Arc::new(DbCell::open(sled_config, &cfg.path)?);
+        // A damaged file can make sled panic (seen with 1 MiB cut off):
+        // that is the damage message, not a crash.
+        let cell = verify::quietly(|| DbCell::open(sled_config, &cfg.path)).map_err(damaged)?.map_err(|e| match e {
+            StoreError::Sled(e @ sled::Error::Corruption { .. }) => damaged(e.to_string()),
+            e => e,
+        })?;
+        let cell = Arc::new(cell);
         let db = cell.get()?;
+        let notes = verify::quietly(|| verify::check_at_open(&db, &cfg.path, cfg.verify_on_open))
+            .and_then(|r| r)
+            .map_err(damaged)?;
+        for n in notes {
+            tracing::info!("{n}");
+        }
+        // From the first write on, the seal no longer describes the folder.
+        verify::remove_seal(&cfg.path).map_err(|e| StoreError::Durability(format!("cannot remove the seal: {e}")))?;
         migrate_rights_index(&db)?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();
@@ -322,6 +337,9 @@ impl Store {
                 primary: Mutex::new(()),
                 conflicts_seen: AtomicU64::new(0),
                 offload: tokio::sync::Semaphore::new(offload_permits()),
+                path: cfg.path.clone(),
+                damaged: OnceLock::new(),
+                backup: RwLock::new(None),
                 committer,
             }),
         };
@@ -338,24 +356,36 @@ impl Store {
         self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The stripe (write lock and last sequence number) of a name.
+    /// The stripe (write lock, last sequence number, integrity summary)
+    /// of a name: [`verify::stripe_of`] of its key part, stable on disk.
+    #[cfg(test)]
     pub(super) fn stripe(&self, name: &[u8]) -> usize {
-        let mut h = DefaultHasher::new();
-        name.hash(&mut h);
-        (h.finish() as usize) % self.inner.stripes.len()
+        verify::stripe_of(&key::mailbox_part(name))
     }
 
-    fn lock(&self, stripe: usize) -> MutexGuard<'_, ()> {
+    /// The lock of a stripe.
+    pub(super) fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, ()> {
         self.inner.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The database now.
-    fn db(&self) -> Result<sled::Db, StoreError> {
+    pub(super) fn db(&self) -> Result<sled::Db, StoreError> {
         self.inner.db.get()
     }
 
     fn load(&self, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
-        load_in(&self.db()?, part)
+        Ok(self.load_raw(&self.db()?, part)?.1)
+    }
+
+    /// A name's stored value and what it decodes to; damage found here
+    /// marks the store damaged.
+    fn load_raw(&self, db: &sled::Db, part: &[u8]) -> Result<(Option<sled::IVec>, Option<Mailbox>), StoreError> {
+        let raw = db.get(key::name_key(part)).map_err(|e| self.inner.seen(e.into()))?;
+        let m = match &raw {
+            Some(v) => Some(Mailbox::decode(v).map_err(|e| self.inner.seen(corrupt(e)))?),
+            None => None,
+        };
+        Ok((raw, m))
     }
 
     /// A name's mailbox, and the number of the write a reader must wait
@@ -363,9 +393,9 @@ impl Store {
     /// be what was read).
     fn load_seen(&self, name: &[u8]) -> Result<(Option<Mailbox>, u64), StoreError> {
         let part = key::mailbox_part(name);
-        let stripe = self.stripe(name);
+        let stripe = verify::stripe_of(&part);
         self.inner.db.with(|db| {
-            let m = load_in(db, &part)?;
+            let (_, m) = self.load_raw(db, &part)?;
             Ok((m, self.inner.committer.stripe_seq(stripe)))
         })
     }
@@ -377,8 +407,11 @@ impl Store {
     /// it changed nothing, the stripe's last (the state it read).
     fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, Option<Change>, u64), StoreError> {
         let part = key::mailbox_part(name);
-        let stripe = self.stripe(name);
-        let _guard = self.lock(stripe);
+        let stripe = verify::stripe_of(&part);
+        let _guard = self.lock_stripe(stripe);
+        if let Some(d) = self.inner.damaged.get() {
+            return Err(StoreError::Damaged(d.clone()));
+        }
         self.inner.db.with(|db| self.update_in(db, stripe, part, name, f))
     }
 
@@ -395,7 +428,8 @@ impl Store {
         // the groups under the exclusive lock, so once it has swapped, no
         // write decided with the old groups is still in flight.
         let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
-        let old = load_in(db, &part)?.unwrap_or_default();
+        let (old_raw, old) = self.load_raw(db, &part)?;
+        let old = old.unwrap_or_default();
         let mut new = old.clone();
         let r = f(&mut new, &groups);
         if new == old {
@@ -403,10 +437,25 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let nkey = key::name_key(&part);
+        // The stripe's summary changes in the same batch (verify.rs).
+        let skey = verify::summary_key(stripe);
+        let mut sum = match db.get(skey).map_err(|e| self.inner.seen(e.into()))? {
+            Some(v) => verify::Summary::decode(&v).ok_or_else(|| self.inner.seen(corrupt("summary".into())))?,
+            None => verify::Summary::default(),
+        };
+        if let Some(v) = &old_raw {
+            sum.sub(&nkey, v);
+        }
         if new.records.is_empty() {
-            batch.remove(nkey);
+            batch.remove(nkey.clone());
         } else {
-            batch.insert(nkey, new.encode());
+            let v = new.encode();
+            sum.add(&nkey, &v);
+            batch.insert(nkey.clone(), v);
+        }
+        batch.insert(&skey[..], &sum.encode()[..]);
+        if let Some(b) = self.inner.backup.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            b.before_write(&nkey, old_raw);
         }
         for r in &old.records {
             if new.find(r.server()).is_none() {
@@ -562,18 +611,19 @@ impl Store {
             Ok(db) => db,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        let it = db.scan_prefix([key::NAMES]).filter_map(|kv| {
+        let inner = self.inner.clone();
+        let it = db.scan_prefix([key::NAMES]).filter_map(move |kv| {
             let (k, v) = match kv {
                 Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Some(Err(inner.seen(e.into()))),
             };
             let name = match key::name_of_part(&k[1..]) {
                 Some(n) => n,
-                None => return Some(Err(corrupt("name key without separator".into()))),
+                None => return Some(Err(inner.seen(corrupt("name key without separator".into())))),
             };
             match Mailbox::decode(&v) {
                 Ok(m) => m.into_present(name).map(Ok),
-                Err(e) => Some(Err(corrupt(e))),
+                Err(e) => Some(Err(inner.seen(corrupt(e)))),
             }
         });
         Box::new(it)
@@ -811,7 +861,7 @@ impl RecordScan {
             let Some(m) = self.store.load(part)? else { return Ok(None) };
             m
         } else {
-            Mailbox::decode(value).map_err(corrupt)?
+            Mailbox::decode(value).map_err(|e| self.store.inner.seen(corrupt(e)))?
         };
         Ok(m.find(server)
             .map(|i| &m.records[i])
@@ -843,3 +893,43 @@ impl Iterator for RecordScan {
 #[cfg(test)]
 #[path = "rights_index_tests.rs"]
 mod rights_index_tests;
+
+impl Inner {
+    /// Note damage that a read found (a value that does not decode, sled
+    /// reporting corruption): logged once, and from then on writes are
+    /// refused ([`StoreError::Damaged`]) instead of acknowledged into a
+    /// damaged store. Other errors pass through.
+    pub(super) fn seen(&self, e: StoreError) -> StoreError {
+        let damage = matches!(&e, StoreError::Corrupt(_) | StoreError::Sled(sled::Error::Corruption { .. }));
+        if damage && self.damaged.set(e.to_string()).is_ok() {
+            tracing::error!(
+                error = %e,
+                data_dir = %self.path.display(),
+                "the directory is damaged: writes are refused from now on; stop the server and run `mupdatectl verify --data-dir DIR`"
+            );
+        }
+        e
+    }
+}
+
+impl Drop for Inner {
+    /// A clean stop: make everything durable and write the seal that the
+    /// next open compares with (verify.rs). Not when damage was seen.
+    fn drop(&mut self) {
+        if self.damaged.get().is_some() {
+            return;
+        }
+        // Everything sled wrote is fsynced first: the seal must not claim
+        // more than a power cut right after it would leave.
+        let sealed = self
+            .db
+            .sync_now()
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.db.get().map_err(|e| e.to_string()))
+            .and_then(|db| verify::stored_total(&db).map_err(|e| e.to_string()))
+            .and_then(|t| verify::write_seal(&self.path, t).map_err(|e| e.to_string()));
+        if let Err(e) = sealed {
+            tracing::warn!(error = %e, "could not write the clean-stop seal; the next open will check less");
+        }
+    }
+}

@@ -20,6 +20,14 @@
 //! - `g group` -> the group's run-time primary and the configured primary
 //!   seen at the last open.
 //!
+//! - `c stripe` -> the integrity summary of one write stripe (count and
+//!   digest of its names), changed in the same batch as the name; with the
+//!   clean-stop seal file they let the store know when it is damaged
+//!   ([`verify`]: the checks at open, `mupdatectl verify`,
+//!   `rebuild-indexes`). [`export`] is the JSON-lines form of the whole
+//!   directory (`mupdatectl export`/`import`), and `backup.rs` its
+//!   point-in-time online copy (`XEXPORT`, `mupdatectl backup`).
+//!
 //! A command's changes to all key spaces go into one `apply_batch`, which
 //! sled applies atomically, also across a crash: the index never disagrees
 //! with the values.
@@ -106,12 +114,15 @@
 //!   configured primary of that group changes; the configured one then
 //!   wins and takes over at open.
 
+mod backup;
 mod commit;
 #[cfg(test)]
 mod durability_tests;
 mod engine;
+pub mod export;
 pub(crate) mod key;
 mod model;
+pub mod verify;
 #[cfg(test)]
 mod tests;
 
@@ -142,6 +153,8 @@ pub struct StoreConfig {
     pub compression: bool,
     /// zstd level when `compression` is on (1-22).
     pub compression_level: i32,
+    /// How much to check at open (verify.rs).
+    pub verify_on_open: verify::VerifyMode,
 }
 
 /// A configured replica group.
@@ -251,6 +264,10 @@ pub enum StoreError {
     /// server outside the group).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The directory is damaged (found at open or by a read): it is not
+    /// served, or writes are refused. Says what is wrong and what to do.
+    #[error("the directory is damaged: {0}")]
+    Damaged(String),
 }
 
 impl StoreError {

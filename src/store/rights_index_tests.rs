@@ -5,7 +5,7 @@ use super::*;
 use crate::store::{Identity, Store, StoreConfig};
 
 fn cfg(dir: &tempfile::TempDir) -> StoreConfig {
-    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1 }
+    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
 }
 
 fn admin() -> Identity {

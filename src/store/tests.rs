@@ -11,7 +11,7 @@ use crate::protocol::cyrus::{DOESNT_EXIST, MAILBOX_EXISTS, NOT_ACTIVE};
 use crate::protocol::Entry;
 
 fn cfg(dir: &TempDir) -> StoreConfig {
-    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1 }
+    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
 }
 
 fn open(groups: &[ReplicaGroup]) -> (TempDir, Store) {
