@@ -11,15 +11,10 @@ use mupdated::protocol::{Command, Entry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::server::TestServer;
+use crate::server::{TestServer, admin, drain};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn admin(addr: &str) -> Client {
-    let (mut c, _) = Client::connect(addr, WAIT).await.expect("connect");
-    c.authenticate("mupdater", "secret").await.expect("login");
-    c
-}
 
 /// A TCP connection to `addr` from the loopback address `from`
 /// (127.0.0.0/8 is all loopback on Linux: distinct peers on one machine).
@@ -29,19 +24,6 @@ async fn connect_from(from: &str, addr: &str) -> std::io::Result<TcpStream> {
     s.connect(addr.parse().expect("server address")).await
 }
 
-/// Read until EOF or `limit`; returns the bytes and whether EOF came.
-async fn drain(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let mut all = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (all, true),
-            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
-            Err(_) => return (all, false),
-        }
-    }
-}
 
 /// Read until the greeting's last line (`* OK MUPDATE ...`) or EOF.
 async fn greeting(s: &mut TcpStream, limit: Duration) -> String {

@@ -4,7 +4,7 @@
 //! descriptors.
 
 use std::path::Path;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use mupdated::client::{plain_base64, Client};
@@ -12,15 +12,7 @@ use mupdated::protocol::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// The daemon as a child process, killed by its own PID on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::durability::{free_port, Daemon};
 
 impl Daemon {
     /// Spawn `mupdated --config` (through `prefix`, e.g. prlimit), its
@@ -57,10 +49,6 @@ impl Daemon {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn write_config(dir: &Path, addr: &str, extra: &str, users: &str) -> std::path::PathBuf {

@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::server::CONFIG;
+use crate::server::{CONFIG, admin};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// How long a witness FIND may take while an attack runs (generous: a
@@ -65,11 +65,6 @@ impl Drop for LimitServer {
     }
 }
 
-async fn admin(addr: &str) -> Client {
-    let (mut c, _) = Client::connect(addr, WAIT).await.expect("connect");
-    c.authenticate("mupdater", "secret").await.expect("login");
-    c
-}
 
 /// FIND on its own connection every 20 ms until told to stop; returns
 /// the slowest answer.

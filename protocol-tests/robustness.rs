@@ -5,32 +5,14 @@ use std::time::Duration;
 
 use mupdated::client::Client;
 use mupdated::protocol::{Command, Entry, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::server::TestServer;
+use crate::server::{TestServer, admin, drain};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn admin(addr: &str) -> Client {
-    let (mut c, _) = Client::connect(addr, WAIT).await.expect("connect");
-    c.authenticate("mupdater", "secret").await.expect("login");
-    c
-}
 
-/// Read until EOF or `limit`; returns the bytes and whether EOF came.
-async fn drain(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let mut all = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (all, true),
-            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
-            Err(_) => return (all, false),
-        }
-    }
-}
 
 /// A session that must keep working: an ACTIVATE then a FIND, each time
 /// with a fresh name, and the stream must see it.

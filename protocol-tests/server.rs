@@ -2,8 +2,13 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use mupdated::client::Client;
 use mupdated::config::Config;
 use mupdated::net::Server;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -97,5 +102,29 @@ impl TestServer {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+/// How long the shared helpers wait for an answer before the test fails.
+const HELPER_WAIT: Duration = Duration::from_secs(20);
+
+/// A logged-in admin connection.
+pub async fn admin(addr: &str) -> Client {
+    let (mut c, _) = Client::connect(addr, HELPER_WAIT).await.expect("connect");
+    c.authenticate("mupdater", "secret").await.expect("login");
+    c
+}
+
+/// Read until EOF or `limit`; returns the bytes and whether EOF came.
+pub async fn drain(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (all, true),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => return (all, false),
+        }
     }
 }

@@ -999,3 +999,40 @@ fn a_large_activate_does_not_hold_the_async_worker() {
     eprintln!("ticker gaps {gaps:?}");
     assert!(gaps[2] < OFFLOAD_TICK, "the async worker was held: ticker gaps {gaps:?}");
 }
+
+/// The quick check at open: after a clean stop, a directory that lost a
+/// name together with its stripe summary (what sled's recovery does with
+/// a damaged log tail: both go, atomically) no longer matches the seal
+/// and is refused; the same directory untouched opens.
+#[test]
+fn the_seal_refuses_a_directory_that_lost_its_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    {
+        let s = Store::open(&cfg(&dir), &[]).unwrap();
+        for n in ["user.a", "user.b", "user.c"] {
+            rt.block_on(s.activate(&admin(), n.as_bytes(), b"be1!p", b"a\tlrs\t")).unwrap();
+        }
+    }
+    // A clean stop sealed it: it opens, and stops cleanly again.
+    drop(Store::open(&cfg(&dir), &[]).unwrap());
+    {
+        let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+        let part = key::mailbox_part(b"user.b");
+        let nkey = key::name_key(&part);
+        let skey = verify::summary_key(verify::stripe_of(&part));
+        let value = db.get(&nkey).unwrap().expect("user.b is stored");
+        let mut sum = verify::Summary::decode(&db.get(skey).unwrap().expect("its stripe's summary")).unwrap();
+        sum.sub(&nkey, &value);
+        let mut batch = sled::Batch::default();
+        batch.remove(nkey);
+        batch.insert(&skey[..], &sum.encode()[..]);
+        db.apply_batch(batch).unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(&cfg(&dir), &[]) {
+        Err(StoreError::Damaged(m)) => assert!(m.contains("lost 1 mailboxes"), "{m}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a directory that lost a mailbox since its clean stop was served"),
+    }
+}
