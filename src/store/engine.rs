@@ -165,23 +165,25 @@ fn index_rights(batch: &mut sled::Batch, part: &[u8], old: &[(Vec<u8>, Vec<u8>)]
     if old.is_empty() && new.is_empty() {
         return;
     }
-    let digest = key::digest(part);
+    let handle = key::rights_handle(part);
     let before: HashMap<&[u8], &[u8]> = old.iter().map(|(i, r)| (i.as_slice(), r.as_slice())).collect();
     let after: HashMap<&[u8], &[u8]> = new.iter().map(|(i, r)| (i.as_slice(), r.as_slice())).collect();
     for (id, _) in old {
         if !after.contains_key(id.as_slice()) {
-            batch.remove(key::rights_key(id, &digest));
+            batch.remove(key::rights_key(id, &handle));
         }
     }
     for (id, rights) in new {
         if before.get(id.as_slice()) != Some(&rights.as_slice()) {
-            batch.insert(key::rights_key(id, &digest), rights.as_slice());
+            batch.insert(key::rights_key(id, &handle), rights.as_slice());
         }
     }
-    match (old.is_empty(), new.is_empty()) {
-        (true, false) => batch.insert(key::digest_key(&digest), part),
-        (false, true) => batch.remove(key::digest_key(&digest)),
-        _ => {}
+    if key::is_long_handle(&handle) {
+        match (old.is_empty(), new.is_empty()) {
+            (true, false) => batch.insert(key::handle_key(&handle), part),
+            (false, true) => batch.remove(key::handle_key(&handle)),
+            _ => {}
+        }
     }
 }
 
@@ -206,7 +208,7 @@ fn migrate_rights_index(db: &sled::Db) -> Result<(), StoreError> {
                 db.apply_batch(std::mem::take(&mut batch))?;
             }
         }
-        for k in db.scan_prefix([key::DIGESTS]).keys() {
+        for k in db.scan_prefix([key::HANDLES]).keys() {
             batch.remove(k?);
         }
         db.apply_batch(std::mem::take(&mut batch))?;
@@ -238,18 +240,17 @@ impl Store {
     pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<Rights>, StoreError> {
         let mut ids: Vec<Vec<u8>> = vec![user.to_vec(), b"anyone".to_vec()];
         ids.extend(groups.iter().cloned());
-        let mut acc: HashMap<[u8; key::DIGEST_LEN], (Vec<u8>, Vec<u8>)> = HashMap::new();
+        let db = self.db()?;
+        let mut acc: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = HashMap::new();
         for (negative, id) in ids.iter().flat_map(|i| {
             let mut neg = b"-".to_vec();
             neg.extend_from_slice(i);
             [(false, i.clone()), (true, neg)]
         }) {
             let start = key::rights_range_start(&id);
-            for kv in self.db()?.scan_prefix(&start) {
+            for kv in db.scan_prefix(&start) {
                 let (k, v) = kv?;
-                let digest: [u8; key::DIGEST_LEN] =
-                    k[start.len()..].try_into().map_err(|_| corrupt("rights key of the wrong length".into()))?;
-                let slot = acc.entry(digest).or_default();
+                let slot = acc.entry(k[start.len()..].to_vec()).or_default();
                 let into = if negative { &mut slot.1 } else { &mut slot.0 };
                 for c in v.iter() {
                     if !into.contains(c) {
@@ -258,21 +259,28 @@ impl Store {
                 }
             }
         }
-        // Only mailboxes with rights left are looked up; the answer is
-        // sorted into LIST order by mailbox part: O(answer log answer).
+        // Only mailboxes with rights left are kept (a long handle costs one
+        // lookup of its part); the answer is sorted into LIST order by
+        // mailbox part: O(answer log answer).
         let mut out = Vec::new();
-        for (digest, (pos, neg)) in acc {
+        for (handle, (pos, neg)) in acc {
             let rights: Vec<u8> = pos.into_iter().filter(|c| !neg.contains(c)).collect();
             if rights.is_empty() {
                 continue;
             }
-            let part = self.db()?.get(key::digest_key(&digest))?.ok_or_else(|| corrupt("rights key without its digest key".into()))?;
+            let part = if key::is_long_handle(&handle) {
+                db.get(key::handle_key(&handle))?
+                    .ok_or_else(|| corrupt("rights key without its handle key".into()))?
+                    .to_vec()
+            } else {
+                handle
+            };
             out.push((part, rights));
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out.into_iter()
             .map(|(part, rights)| {
-                let name = key::name_of_part(&part).ok_or_else(|| corrupt("digest value without separator".into()))?;
+                let name = key::name_of_part(&part).ok_or_else(|| corrupt("rights handle without separator".into()))?;
                 Ok((name, rights))
             })
             .collect()

@@ -19,7 +19,12 @@
 //! - `x order_key 0 suffix` -> empty: names with an unresolved conflict.
 //! - `g group` -> the group's run-time primary and the configured primary
 //!   seen at the last open.
-//!
+//! - `r identifier 0 handle` -> the rights the effective ACL gives that
+//!   identifier: the rights index (`XRIGHTS`). The handle is the name's key
+//!   part when it is at most 64 bytes, else 65 bytes (a prefix and a
+//!   digest) with `h handle` -> key part beside it, so one identifier
+//!   never copies more than 65 bytes of a name ([`key::RIGHTS`]).
+//! - `m rights-layout` -> the rights index's layout version.
 //! - `c stripe` -> the integrity summary of one write stripe (count and
 //!   digest of its names), changed in the same batch as the name; with the
 //!   clean-stop seal file they let the store know when it is damaged

@@ -1,5 +1,5 @@
-//! The linear ACL parser and the rights index layout (digest keys, the
-//! one-time rebuild of a database written with the old layout).
+//! The linear ACL parser and the rights index layout (bounded handles,
+//! the one-time rebuild of a database written with an older layout).
 
 use super::*;
 use crate::store::{Identity, Store, StoreConfig};
@@ -57,24 +57,33 @@ fn parser_is_linear_on_a_large_acl_with_repeats() {
 }
 
 #[tokio::test]
-async fn rights_keys_hold_a_digest_not_the_name() {
+async fn rights_keys_hold_a_bounded_handle_of_the_name() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&cfg(&dir), &[]).unwrap();
     let long = format!("shared.{}", "n".repeat(1000));
+    let short = "user.user7";
     let acl: Vec<u8> = (0..100).flat_map(|i| format!("user{i}\tlrs\t").into_bytes()).collect();
     s.activate(&admin(), long.as_bytes(), b"be1!p", &acl).await.unwrap();
     let db = &s.inner.db.get().unwrap();
     let keys: Vec<sled::IVec> = db.scan_prefix([key::RIGHTS]).keys().map(|k| k.unwrap()).collect();
     assert_eq!(keys.len(), 100);
+    // A long name: a handle of LONG_HANDLE bytes, not the name, and one
+    // key that maps the handle back.
     for k in &keys {
-        assert!(k.len() <= 1 + "user99".len() + 1 + key::DIGEST_LEN, "{} bytes", k.len());
+        assert!(k.len() <= 1 + "user99".len() + 1 + key::LONG_HANDLE, "{} bytes", k.len());
     }
-    assert_eq!(db.scan_prefix([key::DIGESTS]).count(), 1);
-    assert_eq!(rights(&s, "user7", &[]), pairs(&[(&long, "lrs")]));
-    // Removing the ACL removes every key, the digest's too.
+    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 1);
+    // A short name is its own handle: no lookup key, keys in LIST order.
+    s.activate(&admin(), short.as_bytes(), b"be1!p", b"user7\tlr\t").await.unwrap();
+    let part = key::mailbox_part(short.as_bytes());
+    assert_eq!(db.get(key::rights_key(b"user7", &part)).unwrap().as_deref(), Some(&b"lr"[..]));
+    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 1);
+    assert_eq!(rights(&s, "user7", &[]), pairs(&[(&long, "lrs"), (short, "lr")]));
+    // Removing the ACLs removes every key, the handle's too.
     s.activate(&admin(), long.as_bytes(), b"be1!p", b"").await.unwrap();
+    s.activate(&admin(), short.as_bytes(), b"be1!p", b"").await.unwrap();
     assert_eq!(db.scan_prefix([key::RIGHTS]).count(), 0);
-    assert_eq!(db.scan_prefix([key::DIGESTS]).count(), 0);
+    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 0);
     assert!(rights(&s, "user7", &[]).is_empty());
 }
 
@@ -92,7 +101,7 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     // no digest keys, no layout key; plus a stale old key that the values
     // do not back (the rebuild trusts the values only).
     let db = s.inner.db.get().unwrap();
-    for k in db.scan_prefix([key::RIGHTS]).keys().chain(db.scan_prefix([key::DIGESTS]).keys()) {
+    for k in db.scan_prefix([key::RIGHTS]).keys().chain(db.scan_prefix([key::HANDLES]).keys()) {
         db.remove(k.unwrap()).unwrap();
     }
     db.remove(key::rights_layout_key()).unwrap();

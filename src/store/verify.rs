@@ -160,11 +160,13 @@ pub(crate) fn rights_entries(part: &[u8], m: &Mailbox) -> Vec<(Vec<u8>, Vec<u8>)
         return Vec::new();
     }
     // The layout of key.rs: one key per identifier under the name's
-    // digest, and one key mapping the digest back to the name.
-    let digest = key::digest(part);
+    // handle, and for a long name one key mapping the handle back to it.
+    let handle = key::rights_handle(part);
     let mut out: Vec<(Vec<u8>, Vec<u8>)> =
-        acl.into_iter().map(|(id, rights)| (key::rights_key(&id, &digest), rights)).collect();
-    out.push((key::digest_key(&digest), part.to_vec()));
+        acl.into_iter().map(|(id, rights)| (key::rights_key(&id, &handle), rights)).collect();
+    if key::is_long_handle(&handle) {
+        out.push((key::handle_key(&handle), part.to_vec()));
+    }
     out
 }
 
@@ -583,7 +585,7 @@ pub fn full_check(
                 }
             }
             Some(key::SERVERS) => have_s.add(&k, &v),
-            Some(key::RIGHTS) | Some(key::DIGESTS) => have_r.add(&k, &v),
+            Some(key::RIGHTS) | Some(key::HANDLES) => have_r.add(&k, &v),
             Some(key::META) => {}
             Some(key::CONFLICTS) => have_x.add(&k, &v),
             Some(key::GROUPS) => {
@@ -717,7 +719,7 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
         out.dropped.push(name_text(&k[1..]));
         db.remove(k).map_err(se)?;
     }
-    for space in [key::SERVERS, key::RIGHTS, key::DIGESTS, key::CONFLICTS, SUMMARIES] {
+    for space in [key::SERVERS, key::RIGHTS, key::HANDLES, key::CONFLICTS, SUMMARIES] {
         remove_space(db, space).map_err(se)?;
     }
     let mut sums = vec![Summary::default(); STRIPES];
