@@ -11,7 +11,7 @@ import socket, subprocess, sys, time
 
 cfg, port, log, binary = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 t0 = time.monotonic()
-p = subprocess.Popen([binary, "--config", cfg, "--log", "info"], stderr=open(log, "w"))
+p = subprocess.Popen([binary, "--config", cfg, "--log", "info"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 refused = 0
 while True:
     s = socket.socket()
