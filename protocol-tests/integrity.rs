@@ -235,6 +235,59 @@ fn assert_verify_clean(data: &Path, what: &str) {
     assert_eq!(o.status.code(), Some(0), "{what}: verify\n{}", text(&o));
 }
 
+/// After a quick open (the default) a value damaged behind sled's back is
+/// found by the read of every value that follows the open, not only when
+/// someone asks for that name: writes to other names are refused within
+/// seconds, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_open_finds_a_damaged_value_in_the_background() {
+    let root = tempfile::tempdir().unwrap();
+    let base = make_store(root.path(), 500).await;
+    let data = root.path().join("garbage-unread");
+    copy_dir(&base, &data);
+    {
+        let db = sled::Config::new().path(&data).use_compression(true).open().unwrap();
+        db.insert(name_key("user.m321"), &b"\x01\x00\x07garbage"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let (quick, addr) = config(root.path(), &data, "quick");
+    let log = data.with_extension("log");
+    let _d = Daemon(
+        Process::new(env!("CARGO_BIN_EXE_mupdated"))
+            .arg("--config")
+            .arg(&quick)
+            .arg("--log")
+            .arg("info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start mupdated"),
+    );
+    let mut c = None;
+    for _ in 0..200 {
+        if let Ok((mut client, _)) = Client::connect(&addr, Duration::from_secs(10)).await {
+            client.authenticate("mupdater", "secret").await.unwrap();
+            c = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("the server starts on a quick open");
+    let mut refused = None;
+    for i in 0..200 {
+        let (_, st, text) = c.run(&activate(&format!("user.fresh{i}"), "be1!default")).await.unwrap();
+        if st == Status::No {
+            refused = Some(text);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = refused.expect("writes are refused once the background read found the damaged value (20 s)");
+    assert!(text.contains("damaged") && text.contains("mupdatectl verify"), "{text}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("found by the check after a quick open") && logged.contains("user.m321"), "{logged}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_directories_are_refused_and_reported() {
     let root = tempfile::tempdir().unwrap();

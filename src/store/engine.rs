@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use super::commit::{Committer, DbCell};
@@ -27,7 +27,10 @@ pub(crate) struct Inner {
     /// The data folder (the seal is written there at a clean stop).
     pub(super) path: PathBuf,
     /// Set once when a read finds damage: writes are refused from then on.
-    pub(super) damaged: OnceLock<String>,
+    /// Shared with the background read after a quick open.
+    pub(super) damaged: Arc<OnceLock<String>>,
+    /// The background read after a quick open: its stop flag and thread.
+    background: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     /// The backup running now, if any ([`backup`]).
     pub(super) backup: RwLock<Option<Arc<backup::Backup>>>,
     // Last: dropping it joins the commit thread, which closes the database.
@@ -346,7 +349,8 @@ impl Store {
                 conflicts_seen: AtomicU64::new(0),
                 offload: tokio::sync::Semaphore::new(offload_permits()),
                 path: cfg.path.clone(),
-                damaged: OnceLock::new(),
+                damaged: Arc::new(OnceLock::new()),
+                background: Mutex::new(None),
                 backup: RwLock::new(None),
                 committer,
             }),
@@ -357,7 +361,43 @@ impl Store {
             store.take_over_all(&p)?;
         }
         store.inner.db.sync_now()?;
+        if cfg.verify_on_open == verify::VerifyMode::Quick {
+            store.start_background_read()?;
+        }
         Ok(store)
+    }
+
+    /// After a quick open, read every value once in a thread of its own
+    /// ([`verify::read_everything`]); damage it finds is noted as a damaged
+    /// read is (logged once, writes refused from then on). The store's
+    /// drop stops it.
+    fn start_background_read(&self) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, damaged, path) = (stop.clone(), self.inner.damaged.clone(), self.inner.path.clone());
+        let thread = std::thread::Builder::new()
+            .name("mupdated-check".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match verify::read_everything(&db, &flag) {
+                    // Not when a read found damage first (it logged it).
+                    Some(what) if damaged.set(what.clone()).is_ok() => {
+                        tracing::error!(
+                            error = %what,
+                            data_dir = %path.display(),
+                            "the directory is damaged (found by the check after a quick open): writes are refused from now on; stop the server and run `mupdatectl verify --data-dir DIR`"
+                        );
+                    }
+                    Some(_) => {}
+                    None if !flag.load(Ordering::Acquire) => {
+                        tracing::info!(ms = started.elapsed().as_millis() as u64, "every value read back after open: no damage found")
+                    }
+                    None => {}
+                }
+            })
+            .map_err(|e| StoreError::Durability(format!("cannot start the check thread: {e}")))?;
+        *self.inner.background.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, thread));
+        Ok(())
     }
 
     fn groups_now(&self) -> Arc<Groups> {
@@ -924,6 +964,11 @@ impl Drop for Inner {
     /// A clean stop: make everything durable and write the seal that the
     /// next open compares with (verify.rs). Not when damage was seen.
     fn drop(&mut self) {
+        let background = self.background.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((stop, thread)) = background {
+            stop.store(true, Ordering::Release);
+            let _ = thread.join();
+        }
         if self.damaged.get().is_some() {
             return;
         }

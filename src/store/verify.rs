@@ -495,6 +495,46 @@ pub(crate) fn check_at_open(
     Ok(notes)
 }
 
+// ---- the background read after a quick open ----
+
+/// Read every key once and decode every name value, group state and
+/// summary: the part of the full check that holds on a live store (what a
+/// value decodes to does not depend on writes to other keys, while
+/// comparing indexes or summaries with records would race the writers).
+/// Run after a quick open, so that damage in a page sled did not read
+/// while it recovered is found within seconds of the start, not at the
+/// first read of that name. `Ok(None)`: nothing found, or `stop` was set
+/// (the store is closing). A sled panic on a damaged page is damage too.
+pub(crate) fn read_everything(db: &sled::Db, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
+    let scan = quietly(|| -> Result<Option<String>, sled::Error> {
+        for (n, kv) in db.iter().enumerate() {
+            if n % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(None);
+            }
+            let (k, v) = kv?;
+            let bad = match k.first().copied() {
+                Some(key::NAMES) => match Mailbox::decode(&v) {
+                    Ok(m) if key::name_of_part(&k[1..]).is_some() && !m.records.is_empty() => None,
+                    Ok(_) => Some(format!("{}: a key without a name, or no records", name_text(&k[1..]))),
+                    Err(e) => Some(format!("{}: {e}", name_text(&k[1..]))),
+                },
+                Some(key::GROUPS) if GroupState::decode(&v).is_none() => Some("a replica-group state does not decode".into()),
+                Some(SUMMARIES) if k.len() == 3 && Summary::decode(&v).is_none() => Some("a stripe summary does not decode".into()),
+                _ => None,
+            };
+            if let Some(b) = bad {
+                return Ok(Some(format!("a mailbox value does not decode ({b})")));
+            }
+        }
+        Ok(None)
+    });
+    match scan {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => Some(format!("reading the database failed: {e}")),
+        Err(panic) => Some(format!("the storage engine failed on this directory ({panic})")),
+    }
+}
+
 // ---- the full check ----
 
 /// What the full check found.
