@@ -4,15 +4,7 @@
 use mupdated::fuzzing;
 use mupdated::transcript::{self, Step};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use crate::server::Rng;
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();

@@ -13,26 +13,11 @@ use mupdated::protocol::{Command, Entry, Status};
 use crate::durability::{free_port, kill_9, start, write_config};
 use crate::fusefs::{Image, Mount};
 
+use crate::server::Rng;
+
 const WRITERS: usize = 4;
 const NAMES_PER_WRITER: usize = 750;
 const ROUNDS: usize = 6;
-
-/// A small deterministic generator (the seed is printed, so a failing
-/// round can be replayed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn name(w: usize, i: usize) -> Vec<u8> {
     format!("user.w{w}.n{i}").into_bytes()

@@ -128,3 +128,20 @@ pub async fn drain(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
         }
     }
 }
+
+/// A small deterministic generator (xorshift64; tests print or fix their
+/// seeds, so a failing run can be replayed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

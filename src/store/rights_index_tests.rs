@@ -2,28 +2,8 @@
 //! the one-time rebuild of a database written with an older layout).
 
 use super::*;
-use crate::store::{Identity, Store, StoreConfig};
-
-fn cfg(dir: &tempfile::TempDir) -> StoreConfig {
-    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
-}
-
-fn admin() -> Identity {
-    Identity { servers: None }
-}
-
-fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
-    let groups: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
-    s.rights_of(user.as_bytes(), &groups)
-        .unwrap()
-        .into_iter()
-        .map(|(n, r)| (String::from_utf8(n).unwrap(), String::from_utf8(r).unwrap()))
-        .collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-}
+use crate::store::tests::{admin, cfg, pairs, rights};
+use crate::store::Store;
 
 #[test]
 fn parser_keeps_last_rights_at_the_last_place_and_skips_empty_ids() {

@@ -10,7 +10,7 @@ use super::*;
 use crate::protocol::cyrus::{DOESNT_EXIST, MAILBOX_EXISTS, NOT_ACTIVE};
 use crate::protocol::Entry;
 
-fn cfg(dir: &TempDir) -> StoreConfig {
+pub(super) fn cfg(dir: &TempDir) -> StoreConfig {
     StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
 }
 
@@ -33,7 +33,7 @@ fn pair() -> Vec<ReplicaGroup> {
     vec![group("pr", &["P", "R"], None)]
 }
 
-fn admin() -> Identity {
+pub(super) fn admin() -> Identity {
     Identity { servers: None }
 }
 
@@ -851,7 +851,7 @@ async fn disk_per_mailbox() {
 
 // --- the rights index (user -> mailboxes with rights) ---
 
-fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
+pub(super) fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
     let groups: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
     s.rights_of(user.as_bytes(), &groups)
         .unwrap()
@@ -860,7 +860,7 @@ fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(super) fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
