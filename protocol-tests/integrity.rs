@@ -44,20 +44,30 @@ fn config(dir: &Path, data: &Path, verify: &str) -> (PathBuf, String) {
 }
 
 fn spawn(config: &Path) -> Child {
+    spawn_to(config, "warn", Stdio::piped())
+}
+
+/// The daemon with its log filter and its stderr where the test wants it.
+fn spawn_to(config: &Path, log: &str, stderr: Stdio) -> Child {
     Process::new(env!("CARGO_BIN_EXE_mupdated"))
         .arg("--config")
         .arg(config)
         .arg("--log")
-        .arg("warn")
+        .arg(log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("start mupdated")
 }
 
 async fn start(config: &Path, addr: &str) -> Daemon {
-    let mut d = Daemon(spawn(config));
+    wait_started(Daemon(spawn(config)), addr).await
+}
+
+/// Wait until `d` accepts connections on `addr` (panics with its stderr,
+/// when piped, if it exits first).
+async fn wait_started(mut d: Daemon, addr: &str) -> Daemon {
     for _ in 0..400 {
         if Client::connect(addr, Duration::from_secs(1)).await.is_ok() {
             return d;
@@ -65,7 +75,9 @@ async fn start(config: &Path, addr: &str) -> Daemon {
         if let Ok(Some(st)) = d.0.try_wait() {
             let mut err = String::new();
             use std::io::Read;
-            let _ = d.0.stderr.take().unwrap().read_to_string(&mut err);
+            if let Some(mut e) = d.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
             panic!("mupdated exited with {st:?}: {err}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -122,6 +134,16 @@ fn activate(name: &str, loc: &str) -> Command {
         location: loc.into(),
         acl: format!("{name}\tlrs\tanyone\tl\t").into_bytes(),
     }
+}
+
+/// `mupdatectl import` of `file` into `dir`, which must then verify
+/// clean and serve with the full check at open.
+async fn import_and_start(root: &Path, file: &Path, dir: &Path, what: &str) -> (Daemon, String) {
+    let o = ctl(&["import", "--data-dir", dir.to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{what}: {}", text(&o));
+    assert_verify_clean(dir, what);
+    let (cfg, addr) = config(root, dir, "full");
+    (start(&cfg, &addr).await, addr)
 }
 
 /// A cleanly stopped directory of `n` mailboxes (user.m0 ...), written by
@@ -252,27 +274,9 @@ async fn a_quick_open_finds_a_damaged_value_in_the_background() {
     }
     let (quick, addr) = config(root.path(), &data, "quick");
     let log = data.with_extension("log");
-    let _d = Daemon(
-        Process::new(env!("CARGO_BIN_EXE_mupdated"))
-            .arg("--config")
-            .arg(&quick)
-            .arg("--log")
-            .arg("info")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start mupdated"),
-    );
-    let mut c = None;
-    for _ in 0..200 {
-        if let Ok((mut client, _)) = Client::connect(&addr, Duration::from_secs(10)).await {
-            client.authenticate("mupdater", "secret").await.unwrap();
-            c = Some(client);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut c = c.expect("the server starts on a quick open");
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    let _d = wait_started(Daemon(spawn_to(&quick, "info", stderr)), &addr).await;
+    let mut c = login(&addr).await;
     let mut refused = None;
     for i in 0..200 {
         let (_, st, text) = c.run(&activate(&format!("user.fresh{i}"), "be1!default")).await.unwrap();
@@ -517,16 +521,7 @@ async fn export_import_round_trips_groups_shadows_and_conflicts() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let new = root.path().join("new");
-    let o = ctl(&[
-        "import",
-        "--data-dir",
-        new.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_verify_clean(&new, "imported");
-    let (cfg2, addr2) = config(root.path(), &new, "full");
-    let d2 = start(&cfg2, &addr2).await;
+    let (d2, addr2) = import_and_start(root.path(), &file, &new, "imported").await;
     let after = snapshot(&addr2, &names).await;
     assert_eq!(
         after, before,
@@ -637,16 +632,7 @@ async fn backup_while_writers_run_restores_every_acknowledged_write() {
 
     let restored = root.path().join("restored");
     let file = out.join("backup.jsonl");
-    let o = ctl(&[
-        "import",
-        "--data-dir",
-        restored.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_verify_clean(&restored, "restored backup");
-    let (cfg2, addr2) = config(root.path(), &restored, "full");
-    let d2 = start(&cfg2, &addr2).await;
+    let (d2, addr2) = import_and_start(root.path(), &file, &restored, "restored backup").await;
     let mut c = login(&addr2).await;
     let listed: BTreeSet<String> = c
         .list(None)

@@ -5,66 +5,21 @@
 //! blocked, and stalled subscribers neither halve writers nor hold
 //! unbounded memory. A witness session keeps working throughout.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mupdated::client::Client;
-use mupdated::config::Config;
-use mupdated::net::{Server, Shared};
 use mupdated::protocol::{Command, Entry, Status};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::server::{CONFIG, admin};
+use crate::server::{admin, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// How long a witness FIND may take while an attack runs (generous: a
 /// starvation check, not a timing figure).
 const WITNESS_BOUND: Duration = Duration::from_millis(500);
-
-/// An in-process server that keeps its shared state (store, hub) in
-/// reach; stopped on drop, also when the test fails.
-struct LimitServer {
-    addr: String,
-    shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl LimitServer {
-    async fn start(head: &str) -> LimitServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::parse(&format!("{head}\n{CONFIG}")).expect("test config");
-        config.data_dir = dir.path().join("data");
-        let server = Server::bind(config).await.expect("server starts");
-        let addr = server.local_addrs()[0].to_string();
-        let shared = server.shared().expect("bound servers have their store open");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = server
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        LimitServer { addr, shared, stop: Some(tx), task: Some(task), _dir: dir }
-    }
-}
-
-impl Drop for LimitServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
 
 /// FIND on its own connection every 20 ms until told to stop; returns
 /// the slowest answer.
@@ -110,10 +65,10 @@ async fn activate(c: &mut Client, name: Vec<u8>, location: Vec<u8>, acl: Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worst_allowed_activate_keeps_a_witness_fast_and_over_limit_ones_get_no() {
-    let server = LimitServer::start("").await;
-    let (stop, worst) = witness(server.addr.clone());
+    let server = TestServer::start_with("").await;
+    let (stop, worst) = witness(server.addr().clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut a = admin(&server.addr).await;
+    let mut a = admin(&server.addr()).await;
     let c = &server.shared.config;
     let (name_max, loc_max, id_max, entries_max) = (c.max_mailbox_name, c.max_location, c.max_acl_identifier, c.max_acl_entries);
     let location = |len: usize| {
@@ -184,8 +139,8 @@ async fn one_large_allowed_activate_writes_within_the_documented_bound() {
     // key and value bytes one ACTIVATE of a new name writes are at most
     // 3 x the bytes received + 3 x the name + 65 per ACL entry + 90;
     // measured here on the store.
-    let server = LimitServer::start("").await;
-    let mut a = admin(&server.addr).await;
+    let server = TestServer::start_with("").await;
+    let mut a = admin(&server.addr()).await;
     let store = &server.shared.store;
     let mut name = b"shared.".to_vec();
     name.resize(1024, b'n');
@@ -250,12 +205,12 @@ async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> Option<Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_over_its_byte_bound_is_closed_while_blocked() {
     // write_timeout is long: only the byte bound can close the stream.
-    let server = LimitServer::start("write_timeout = 120\nmax_stream_pending_bytes = 65536").await;
+    let server = TestServer::start_with("write_timeout = 120\nmax_stream_pending_bytes = 65536").await;
     let hub = server.shared.hub.clone();
-    let mut w = admin(&server.addr).await;
-    let mut stream = admin(&server.addr).await;
+    let mut w = admin(&server.addr()).await;
+    let mut stream = admin(&server.addr()).await;
     stream.run_ok(&Command::Update { hosts: vec![] }).await.expect("witness UPDATE");
-    let _stalled = stalled_subscriber(&server.addr).await;
+    let _stalled = stalled_subscriber(&server.addr()).await;
     assert!(wait_until(|| hub.len() == 2, WAIT).await.is_some(), "both streams registered");
     // 8 MiB of MAILBOX lines: far more than the socket buffers take, so
     // the stalled stream's task is blocked in its write.
@@ -336,16 +291,16 @@ async fn two_hundred_stalled_subscribers_do_not_halve_writers() {
 
 async fn stalled_subscribers(check_ratio: bool) {
     const STALLED: usize = 200;
-    let server = LimitServer::start("write_timeout = 120").await;
+    let server = TestServer::start_with("write_timeout = 120").await;
     let hub = server.shared.hub.clone();
-    let (stop, worst) = witness(server.addr.clone());
-    let mut w = admin(&server.addr).await;
-    churn(&server.addr, 4, 0.5, "user.warm").await;
-    let baseline = churn(&server.addr, 4, 2.0, "user.base").await;
+    let (stop, worst) = witness(server.addr().clone());
+    let mut w = admin(&server.addr()).await;
+    churn(&server.addr(), 4, 0.5, "user.warm").await;
+    let baseline = churn(&server.addr(), 4, 2.0, "user.base").await;
     let rss0 = rss_kib();
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
-        stalled.push(stalled_subscriber(&server.addr).await);
+        stalled.push(stalled_subscriber(&server.addr()).await);
     }
     assert!(wait_until(|| hub.len() == STALLED, WAIT).await.is_some(), "every subscriber registered");
     // 4 MiB of MAILBOX lines at each: more than its socket buffers take,
@@ -354,9 +309,9 @@ async fn stalled_subscribers(check_ratio: bool) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(()).expect("witness running");
     let worst_fill = worst.await.expect("witness ok");
-    let (stop, worst) = witness(server.addr.clone());
+    let (stop, worst) = witness(server.addr().clone());
     let rss1 = rss_kib();
-    let with = churn(&server.addr, 4, 2.0, "user.stalled").await;
+    let with = churn(&server.addr(), 4, 2.0, "user.stalled").await;
     let rss2 = rss_kib();
     assert_eq!(hub.len(), STALLED, "under their bounds, blocked streams stay open");
     let ratio = with / baseline;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mupdated::client::Client;
 use mupdated::config::Config;
-use mupdated::net::Server;
+use mupdated::net::{Server, Shared};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -54,6 +54,8 @@ role = "reader"
 
 pub struct TestServer {
     addr: SocketAddr,
+    /// The server's store, hub and configuration (tests that measure them).
+    pub shared: std::sync::Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     pub dir: tempfile::TempDir,
@@ -77,6 +79,7 @@ impl TestServer {
         config.data_dir = dir.path().join("data");
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addrs()[0];
+        let shared = server.shared().expect("bound servers have their store open");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -85,7 +88,7 @@ impl TestServer {
                 })
                 .await;
         });
-        TestServer { addr, stop: Some(tx), task: Some(task), dir }
+        TestServer { addr, shared, stop: Some(tx), task: Some(task), dir }
     }
 
     pub fn addr(&self) -> String {
