@@ -5,7 +5,7 @@
 use std::process::{Command as Process, Output};
 use std::time::Duration;
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{Command, Entry, Response};
 
 use crate::server::TestServer;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mupdated::client::{plain_base64, Client};
+use mupdated::tools::client::{plain_base64, Client};
 use mupdated::protocol::{Command, Entry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

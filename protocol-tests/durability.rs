@@ -6,7 +6,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::Command;
 
 /// The daemon as a child process, killed by its own PID on drop.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{Command, Entry, Status};
 use mupdated::session::STORAGE_FAILING;
 

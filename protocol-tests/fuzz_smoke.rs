@@ -2,7 +2,7 @@
 //! mutations of every transcript's client bytes plus random bytes.
 
 use mupdated::fuzzing;
-use mupdated::transcript::{self, Step};
+use mupdated::tools::transcript::{self, Step};
 
 use crate::server::Rng;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{AdminVerb, Command, Response, Status};
 
 use crate::durability::{free_port, Daemon};

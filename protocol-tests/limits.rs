@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{Command, Entry, Status};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};

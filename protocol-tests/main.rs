@@ -9,8 +9,8 @@ mod server;
 
 use std::time::Duration;
 
-use mupdated::replay::{play, Mode};
-use mupdated::transcript;
+use mupdated::tools::replay::{play, Mode};
+use mupdated::tools::transcript;
 use server::TestServer;
 
 async fn run(name: &str, text: &str) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{Command, Entry, Status};
 
 use crate::durability::{free_port, kill_9, start, write_config};

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mupdated::replay::{play, Mode, Report};
-use mupdated::transcript::{self, Step};
+use mupdated::tools::replay::{play, Mode, Report};
+use mupdated::tools::transcript::{self, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::protocol::{Command, Entry, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

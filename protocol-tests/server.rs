@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use mupdated::client::Client;
+use mupdated::tools::client::Client;
 use mupdated::config::Config;
-use mupdated::net::{Server, Shared};
+use mupdated::app::App;
+use mupdated::net::Server;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -55,7 +56,7 @@ role = "reader"
 pub struct TestServer {
     addr: SocketAddr,
     /// The server's store, hub and configuration (tests that measure them).
-    pub shared: std::sync::Arc<Shared>,
+    pub shared: std::sync::Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     pub dir: tempfile::TempDir,

@@ -1,17 +1,38 @@
 //! mupdated: a MUPDATE (RFC 3656) master for Cyrus IMAP murders.
+//!
+//! # Layout
+//!
+//! The server, from the wire inwards (each layer imports only the layers
+//! below it):
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | listeners | [`net`] | TCP listeners, admission, shutdown; builds the [`app::App`] and runs a [`session`] per connection |
+//! | context | [`app`] | what every connection shares: directory, hub, authenticator, configuration |
+//! | connection | [`session`] | one connection's state machine over any byte stream |
+//! | logins | [`auth`] | users, roles, password checks |
+//! | streams | [`replication`] | the change hub that UPDATE streams read |
+//! | directory | [`store`] | the facts model and its indexes over sled |
+//! | wire | [`protocol`] | pure bytes <-> messages: framer, parser, encoder, Cyrus's strings |
+//! | settings | [`config`] | the TOML configuration |
+//!
+//! Apart from the server:
+//! - [`tools`]: the client library and what is built on it (transcripts,
+//!   replay, recording, pcap reading, the benchmark); the daemon never
+//!   imports it.
+//! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
+//!
+//! docs/architecture.md describes the data flow of one write and how to
+//! add a command, an engine or a listener kind.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod auth;
-pub mod bench;
-pub mod client;
 pub mod config;
 pub mod fuzzing;
 pub mod net;
-pub mod pcap;
 pub mod protocol;
-pub mod record;
-pub mod replay;
 pub mod replication;
 pub mod session;
 pub mod store;
-pub mod transcript;
+pub mod tools;

@@ -144,7 +144,7 @@ fn normalise(file: &str, text: &str, names: &[(String, String)]) -> Session {
             Some(("S: ", b)) => ('S', b),
             _ => continue,
         };
-        let bytes = mupdated::transcript::unescape(bytes).unwrap_or_default();
+        let bytes = mupdated::tools::transcript::unescape(bytes).unwrap_or_default();
         match order.last_mut() {
             Some((s, buf)) if *s == side => buf.extend_from_slice(&bytes),
             _ => order.push((side, bytes)),

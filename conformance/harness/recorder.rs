@@ -110,7 +110,7 @@ impl Transcript {
         let t = self.start.elapsed().as_secs_f64();
         let mut out = String::new();
         for line in bytes.split_inclusive(|&b| b == b'\n') {
-            out.push_str(&format!("{t:.6} {side}: {}\n", mupdated::transcript::escape(line)));
+            out.push_str(&format!("{t:.6} {side}: {}\n", mupdated::tools::transcript::escape(line)));
         }
         let _ = self.file.write_all(out.as_bytes());
     }

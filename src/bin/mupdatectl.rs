@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mupdated::client::{Client, ClientError};
+use mupdated::tools::client::{Client, ClientError};
 use mupdated::protocol::{AdminVerb, Command, Entry, Response};
-use mupdated::replay::{self, Mode};
-use mupdated::transcript::{self, Step};
+use mupdated::tools::replay::{self, Mode};
+use mupdated::tools::transcript::{self, Step};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Admin, replay and benchmark tool for MUPDATE servers (mupdated or Cyrus)")]
@@ -91,7 +91,7 @@ enum Cmd {
         #[arg(long)]
         exact: bool,
         /// Server port in packet captures (else the side that greets with `* OK MUPDATE`).
-        #[arg(long, default_value_t = mupdated::pcap::MUPDATE_PORT)]
+        #[arg(long, default_value_t = mupdated::tools::pcap::MUPDATE_PORT)]
         port: u16,
         /// Milliseconds to wait for each expected answer.
         #[arg(long, default_value_t = 5000)]
@@ -156,7 +156,7 @@ enum Cmd {
         dir: std::path::PathBuf,
     },
     /// Benchmark the server: backend churn, bulk load, FIND, LIST, UPDATE, propagation, stalled subscriber.
-    Bench(Box<mupdated::bench::BenchArgs>),
+    Bench(Box<mupdated::tools::bench::BenchArgs>),
 }
 
 /// Run an admin extension and return its data lines' fields.
@@ -197,7 +197,7 @@ fn print_rows(args: &Args, rows: &[Vec<String>], keys: &[&str], rest: bool) {
         println!("{}", serde_json::Value::Array(v));
     } else {
         for r in rows {
-            let fields: Vec<String> = r.iter().map(|f| mupdated::transcript::escape(f.as_bytes())).collect();
+            let fields: Vec<String> = r.iter().map(|f| mupdated::tools::transcript::escape(f.as_bytes())).collect();
             println!("{}", fields.join("\t"));
         }
     }
@@ -254,7 +254,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
 }
 
 fn entry_text(e: &Entry) -> String {
-    let s = |b: &[u8]| mupdated::transcript::escape(b);
+    let s = |b: &[u8]| mupdated::tools::transcript::escape(b);
     match e {
         Entry::Mailbox { name, location, acl } => format!("MAILBOX {} {} {}", s(name), s(location), s(acl)),
         Entry::Reserve { name, location } => format!("RESERVE {} {}", s(name), s(location)),
@@ -278,8 +278,8 @@ fn fail(e: ClientError) -> ExitCode {
 /// One capture file as transcript steps, and its transcript text.
 fn load_capture(path: &std::path::Path, port: u16) -> Result<(Vec<Step>, String), String> {
     let data = std::fs::read(path).map_err(|e| e.to_string())?;
-    if mupdated::pcap::is_capture(&data) {
-        let capture = mupdated::pcap::read(&data, port).map_err(|e| e.to_string())?;
+    if mupdated::tools::pcap::is_capture(&data) {
+        let capture = mupdated::tools::pcap::read(&data, port).map_err(|e| e.to_string())?;
         if capture.connections.is_empty() {
             return Err(format!(
                 "no MUPDATE connection (port {port} or a `* OK MUPDATE` greeting) among {} TCP connections",
@@ -374,7 +374,7 @@ async fn record(listen: std::net::SocketAddr, upstream: &str, out: &std::path::P
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match mupdated::record::run_proxy(listen, upstream.to_string(), out.to_path_buf(), stop).await {
+    match mupdated::tools::record::run_proxy(listen, upstream.to_string(), out.to_path_buf(), stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mupdatectl: record: {e}");
@@ -660,8 +660,8 @@ async fn run(args: Args) -> ExitCode {
         }
         Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
         Cmd::Bench(bench) => {
-            let bench = mupdated::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
-            mupdated::bench::run(&args.server, &args.user, &args.password, &bench).await
+            let bench = mupdated::tools::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
+            mupdated::tools::bench::run(&args.server, &args.user, &args.password, &bench).await
         }
         Cmd::HashPassword => {
             let mut line = String::new();

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::tools::client::Client;
 use crate::config::Config;
 use crate::net::Server;
 use crate::protocol::{AdminVerb, Command, Entry, Response, Status};

@@ -18,22 +18,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
-use crate::auth::Authenticator;
+use crate::app::App;
 use crate::config::Config;
-use crate::protocol::{encode, Limits, Response};
-use crate::replication::Hub;
+use crate::protocol::{encode, Response};
 use crate::session::Session;
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::StoreError;
 use admission::{Admission, Caps, Refusal};
-
-/// What every connection shares.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub hub: Arc<Hub>,
-    pub auth: Arc<Authenticator>,
-    pub limits: Limits,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +37,13 @@ pub enum ServerError {
 }
 
 /// The shared state once the store is open; `None` while it opens.
-type Ready = watch::Receiver<Option<Arc<Shared>>>;
+type Ready = watch::Receiver<Option<Arc<App>>>;
 
 /// A bound server: listening, its store open or still to open.
 pub struct Server {
     config: Config,
     listeners: Vec<TcpListener>,
-    shared: Option<Arc<Shared>>,
+    shared: Option<Arc<App>>,
 }
 
 /// How long running connections get to finish after a shutdown request.
@@ -62,29 +52,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after an accept error: descriptors free up as connections close.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-fn store_config(config: &Config) -> StoreConfig {
-    StoreConfig {
-        path: config.data_dir.clone(),
-        cache_capacity: config.cache_capacity_mb.saturating_mul(1024 * 1024),
-        compression: config.compression,
-        compression_level: config.compression_level,
-        verify_on_open: config.verify_on_open,
-    }
-}
-
-fn open_shared(config: Config) -> Result<Shared, ServerError> {
-    let store = Store::open(&store_config(&config), &config.store_groups())
-        .map_err(|source| ServerError::Store { path: config.data_dir.display().to_string(), source })?;
-    let limits = Limits { max_line: config.max_line, max_literal: config.max_message, max_message: config.max_message };
-    Ok(Shared {
-        auth: Arc::new(Authenticator::with_max_hash_checks(&config.users, config.max_hash_checks)),
-        hub: Hub::with_limits(config.max_stream_pending, config.max_stream_pending_bytes),
-        store,
-        limits,
-        config,
-    })
-}
 
 /// Bind one address with the configured backlog (tokio's default is 128).
 fn bind_one(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
@@ -101,7 +68,7 @@ impl Server {
         let mut server = Server::listen(config)?;
         let config = server.config.clone();
         let shared =
-            tokio::task::spawn_blocking(move || open_shared(config)).await.map_err(|_| ServerError::Opening)??;
+            tokio::task::spawn_blocking(move || App::open(config)).await.map_err(|_| ServerError::Opening)??;
         server.shared = Some(Arc::new(shared));
         Ok(server)
     }
@@ -121,7 +88,7 @@ impl Server {
     }
 
     /// The shared state, once the store is open.
-    pub fn shared(&self) -> Option<Arc<Shared>> {
+    pub fn shared(&self) -> Option<Arc<App>> {
         self.shared.clone()
     }
 
@@ -161,7 +128,7 @@ impl Server {
         if self.shared.is_none() {
             let started = std::time::Instant::now();
             let c = (*config).clone();
-            let opening = tokio::task::spawn_blocking(move || open_shared(c));
+            let opening = tokio::task::spawn_blocking(move || App::open(c));
             tokio::select! {
                 r = opening => match r {
                     Ok(Ok(shared)) => {

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Login;
 use crate::net::admission::Slot;
 use crate::net::connection::{ConnError, Connection};
-use crate::net::Shared;
+use crate::app::App;
 use crate::protocol::{parse, Limits, Response, Status};
 use crate::replication::hub::Registration;
 
@@ -75,7 +75,7 @@ enum Event {
 }
 
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     conn: Conn,
     stop: watch::Receiver<bool>,
     login: Option<Login>,
@@ -101,7 +101,7 @@ enum End {
 }
 
 /// What the framer enforces before login: a SASL exchange, no more.
-fn unauthenticated_limits(shared: &Shared) -> Limits {
+fn unauthenticated_limits(shared: &App) -> Limits {
     let m = shared.config.max_unauthenticated_message.min(shared.limits.max_message);
     Limits { max_line: shared.limits.max_line.min(m), max_literal: m, max_message: m }
 }
@@ -119,7 +119,7 @@ pub(crate) enum SessionError {
 
 impl Session {
     /// A session over any byte stream; `peer` is its address, if any.
-    pub fn new<S>(shared: Arc<Shared>, stream: S, peer: Option<SocketAddr>, stop: watch::Receiver<bool>) -> Self
+    pub fn new<S>(shared: Arc<App>, stream: S, peer: Option<SocketAddr>, stop: watch::Receiver<bool>) -> Self
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -129,7 +129,7 @@ impl Session {
 
     /// A session over two halves of a stream (a TCP socket's own split).
     pub fn from_halves(
-        shared: Arc<Shared>,
+        shared: Arc<App>,
         reader: Reader,
         writer: Writer,
         peer: Option<SocketAddr>,

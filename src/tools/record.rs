@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::transcript::escape;
+use crate::tools::transcript::escape;
 
 /// How long the other direction is still copied after one side closed:
 /// long enough for a LOGOUT answer, short enough not to hold dead peers.
@@ -276,7 +276,7 @@ fn utc(secs: i64, millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcript::{parse, Step};
+    use crate::tools::transcript::{parse, Step};
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[test]

@@ -33,7 +33,7 @@ use bytes::BytesMut;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{plain_base64, Client, ClientError};
+use crate::tools::client::{plain_base64, Client, ClientError};
 use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Response, Status};
 
 /// A bench phase.

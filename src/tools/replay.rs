@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use base64::Engine;
 
 use crate::protocol::{encode, parse, Command, Decoded, Framer, Limits, Line, Response, Verb};
-use crate::transcript::{escape, Step};
+use crate::tools::transcript::{escape, Step};
 
 /// How answers are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,7 +352,7 @@ pub fn substitute_plain_credentials(steps: &mut [Step], user: &str, password: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcript::parse as parse_transcript;
+    use crate::tools::transcript::parse as parse_transcript;
 
     fn sent(steps: &[Step]) -> Vec<u8> {
         steps

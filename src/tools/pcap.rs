@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::transcript::{escape, Step};
+use crate::tools::transcript::{escape, Step};
 
 /// The standard MUPDATE port.
 pub const MUPDATE_PORT: u16 = 3905;
@@ -1009,7 +1009,7 @@ mod tests {
         let text = cap.to_transcript();
         assert!(text.starts_with("# mupdate-pcap v1\n# conn c1 client=10.0.0.2:40000 server=10.0.0.1:3905\n"), "{text}");
         assert!(text.contains("0.000003 @c1 S: * AUTH \"PLAIN\"\\r\\n\n0.000003 @c1 S: * OK MUPDATE"), "{text}");
-        assert_eq!(crate::transcript::parse(&text).unwrap(), steps);
+        assert_eq!(crate::tools::transcript::parse(&text).unwrap(), steps);
     }
 
     #[test]
