@@ -13,7 +13,12 @@ use crate::store::Identity;
 /// A successful login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
+    /// The user the session acts as: the authorization identity when an
+    /// admin logged in on behalf of another configured user, else the
+    /// authentication identity.
     pub user: String,
+    /// That user's configured role (the target's role when an admin acts as
+    /// another user): what the session may do.
     pub role: Role,
     /// The servers this login may assert facts about (`None`: any; an
     /// admin's identity is unknown, as with Cyrus's shared login).
@@ -34,12 +39,18 @@ impl Login {
 /// Why a login failed (logged, never sent: the peer only sees NO).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The response is not `authzid NUL authcid NUL password` with UTF-8
+    /// names.
     #[error("malformed PLAIN response")]
     Malformed,
+    /// No configured user has the authentication identity's name.
     #[error("unknown user")]
     UnknownUser,
+    /// The password matches neither the user's plain password nor its hash.
     #[error("wrong password")]
     WrongPassword,
+    /// A non-admin asked to act as someone else, or an admin asked to act
+    /// as a user that is not configured.
     #[error("authorization identity differs and login is not an admin")]
     NotAuthorized,
 }

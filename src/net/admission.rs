@@ -18,10 +18,19 @@ const MAX_BACKOFF_RECORDS: usize = 65_536;
 /// The caps, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
+    /// Connections open at once, logged in or not (`max_connections`).
     pub max_connections: usize,
+    /// Of those, connections not yet logged in; a newcomer past it evicts
+    /// the oldest of them (`max_unauthenticated`).
     pub max_unauthenticated: usize,
+    /// Connections open at once from one peer address; past it a newcomer
+    /// is refused, never another connection evicted (`max_connections_per_peer`).
     pub max_per_peer: usize,
+    /// The wait before a peer's next password check after its first failed
+    /// login; it doubles with each further failure (`failed_login_pause`).
     pub failed_login_pause: Duration,
+    /// The longest that wait grows to; a record whose wait ended longer
+    /// ago than this starts over at one failure (`max_login_backoff`).
     pub max_login_backoff: Duration,
 }
 
@@ -69,6 +78,8 @@ pub struct Slot {
 }
 
 impl Admission {
+    /// No connection admitted yet and no failed login recorded; shared by
+    /// every listener of the server (hence the `Arc`: each [`Slot`] holds one).
     pub fn new(caps: Caps) -> Arc<Admission> {
         Arc::new(Admission { caps, state: Mutex::new(State::default()) })
     }
@@ -174,10 +185,14 @@ impl Slot {
         }
     }
 
+    /// The peer address this slot counts against (`max_per_peer`, login
+    /// backoff).
     pub fn peer(&self) -> IpAddr {
         self.peer
     }
 
+    /// The admission this slot came from: where the session reports its
+    /// login failures and successes for the peer.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
     }

@@ -55,6 +55,8 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// Logs at most one occurrence per `interval`; the first occurrence is
+    /// always logged.
     pub fn new(interval: Duration) -> Self {
         Throttle { interval, last: None, suppressed: 0 }
     }

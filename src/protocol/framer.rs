@@ -51,7 +51,11 @@ pub enum Decoded {
     /// [`Framer::decode`] again at once, before waiting for input.
     /// `NeedMore { go_ahead: false }` means: wait for more bytes.
     /// A client reading server responses ignores `go_ahead`.
-    NeedMore { go_ahead: bool },
+    NeedMore {
+        /// A synchronising literal was just announced: send `+ go ahead`
+        /// before waiting for its bytes.
+        go_ahead: bool,
+    },
 }
 
 /// Why a stream cannot be framed; the connection is closed after a BYE.

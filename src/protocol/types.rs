@@ -8,17 +8,31 @@
 /// word into `Xxxx` and switches on the first letter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
+    /// `AUTHENTICATE`: a SASL login (PLAIN only); refused once logged in.
     Authenticate,
+    /// `ACTIVATE`: a backend says it holds a mailbox (a write).
     Activate,
+    /// `COMPRESS`: parsed, then answered as by a Cyrus built without it
+    /// ("Unrecognized command").
     Compress,
+    /// `DEACTIVATE`: a backend turns its mailbox into a reservation (a write).
     Deactivate,
+    /// `DELETE`: a backend removes its record of a mailbox (a write).
     Delete,
+    /// `FIND`: one mailbox's effective entry.
     Find,
+    /// `LIST`: every effective entry, or those under a server prefix.
     List,
+    /// `LOGOUT`: answered OK, then the connection closes.
     Logout,
+    /// `NOOP`: a no-op that also flushes a streaming UPDATE's pending changes.
     Noop,
+    /// `RESERVE`: a backend reserves a name before creating it (a write).
     Reserve,
+    /// `STARTTLS`: parsed, then answered as by a Cyrus built without TLS
+    /// ("Unrecognized command").
     Starttls,
+    /// `UPDATE`: dump the directory, then stream its changes.
     Update,
     /// One of this project's admin extensions (see `protocol::admin`).
     Admin(AdminVerb),
@@ -57,17 +71,28 @@ pub enum AdminVerb {
 pub enum Command {
     /// `AUTHENTICATE mech [initial-response]`; `"="` is an empty response.
     Authenticate { mechanism: Vec<u8>, initial_response: Option<Vec<u8>> },
+    /// `ACTIVATE name location acl`.
     Activate { name: Vec<u8>, location: Vec<u8>, acl: Vec<u8> },
+    /// `RESERVE name location`.
     Reserve { name: Vec<u8>, location: Vec<u8> },
+    /// `DEACTIVATE name location`.
     Deactivate { name: Vec<u8>, location: Vec<u8> },
+    /// `DELETE name`.
     Delete { name: Vec<u8> },
+    /// `FIND name`.
     Find { name: Vec<u8> },
+    /// `LIST [prefix]`.
     List { prefix: Option<Vec<u8>> },
     /// `UPDATE [host ...]` (PARTIAL-UPDATE when hosts are given).
     Update { hosts: Vec<Vec<u8>> },
+    /// `NOOP`.
     Noop,
+    /// `LOGOUT`.
     Logout,
+    /// `STARTTLS` (answered "Unrecognized command": no TLS yet).
     Starttls,
+    /// `COMPRESS algorithm` (answered "Unrecognized command": no
+    /// compression yet).
     Compress { algorithm: Vec<u8> },
     /// An admin extension with its string arguments (checked by the session).
     Admin { verb: AdminVerb, args: Vec<Vec<u8>> },
@@ -121,8 +146,13 @@ impl Entry {
 /// Status of a tagged completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// `OK`: the command completed.
     Ok,
+    /// `NO`: understood but refused (a failed login, a write the model
+    /// refuses, a storage failure).
     No,
+    /// `BAD`: not understood or not allowed here (syntax, unknown verb,
+    /// missing login, wrong role, not while streaming).
     Bad,
 }
 

@@ -63,7 +63,10 @@ pub struct Hub {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("UPDATE stream fell more than {names} changes or {bytes} bytes of changes behind")]
 pub struct Overflow {
+    /// The hub's bound on unread changes per stream (`max_pending`).
     pub names: usize,
+    /// The hub's bound on the bytes of those changes, counted with
+    /// [`LOGGED_CHANGE_OVERHEAD`] each (`max_pending_bytes`).
     pub bytes: usize,
 }
 
@@ -201,6 +204,7 @@ impl Hub {
         self.lock().streams.len()
     }
 
+    /// No stream is registered ([`Self::len`] is 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -457,6 +461,8 @@ impl Subscription {
 }
 
 impl Registration {
+    /// The registered subscription, to read changes from while this
+    /// registration is alive.
     pub fn subscription(&self) -> &Subscription {
         &self.subscription
     }

@@ -704,7 +704,12 @@ pub fn full_check(
 /// What [`rebuild`] did.
 #[derive(Debug, Default)]
 pub struct Rebuilt {
+    /// Mailbox names kept (one value each in the name space), after any
+    /// undecodable ones were dropped.
     pub mailboxes: u64,
+    /// Entries written back: one in the index by server per record, the
+    /// rights index's entries, and one conflict-list entry per name in
+    /// conflict.
     pub index_entries: u64,
     /// Undecodable values removed (only with `drop_undecodable`).
     pub dropped: Vec<String>,
