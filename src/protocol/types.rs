@@ -40,7 +40,10 @@ pub enum Verb {
     /// unknown word whose first letter is that of a command that needs a
     /// login (A, D, F, L, N, R, U) gets "Please login first" before login,
     /// any other gets "Unrecognized command".
-    Unknown { needs_login: bool },
+    Unknown {
+        /// The word starts with a letter of a login-only command.
+        needs_login: bool,
+    },
 }
 
 /// Admin extension verbs (facts model control surface). Only admin logins
@@ -70,21 +73,61 @@ pub enum AdminVerb {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `AUTHENTICATE mech [initial-response]`; `"="` is an empty response.
-    Authenticate { mechanism: Vec<u8>, initial_response: Option<Vec<u8>> },
+    Authenticate {
+        /// The SASL mechanism name, as sent (matched case-insensitively by
+        /// the session).
+        mechanism: Vec<u8>,
+        /// The initial response, base64-decoded; `None` when absent (the
+        /// server then sends an empty challenge).
+        initial_response: Option<Vec<u8>>,
+    },
     /// `ACTIVATE name location acl`.
-    Activate { name: Vec<u8>, location: Vec<u8>, acl: Vec<u8> },
+    Activate {
+        /// The mailbox name, in Cyrus's internal form (`domain!user.x`).
+        name: Vec<u8>,
+        /// `server!partition`; the server is what precedes the first `!`.
+        location: Vec<u8>,
+        /// The ACL as Cyrus writes it: `identifier TAB rights TAB` pairs.
+        acl: Vec<u8>,
+    },
     /// `RESERVE name location`.
-    Reserve { name: Vec<u8>, location: Vec<u8> },
+    Reserve {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+        /// `server!partition` of the backend reserving it.
+        location: Vec<u8>,
+    },
     /// `DEACTIVATE name location`.
-    Deactivate { name: Vec<u8>, location: Vec<u8> },
+    Deactivate {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+        /// `server!partition` of the backend whose record becomes a
+        /// reservation.
+        location: Vec<u8>,
+    },
     /// `DELETE name`.
-    Delete { name: Vec<u8> },
+    Delete {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+    },
     /// `FIND name`.
-    Find { name: Vec<u8> },
+    Find {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+    },
     /// `LIST [prefix]`.
-    List { prefix: Option<Vec<u8>> },
+    List {
+        /// A location prefix (`server!partition` or the start of one): only
+        /// entries whose location starts with it; `None`: all.
+        prefix: Option<Vec<u8>>,
+    },
     /// `UPDATE [host ...]` (PARTIAL-UPDATE when hosts are given).
-    Update { hosts: Vec<Vec<u8>> },
+    Update {
+        /// The servers whose mailboxes the stream carries; empty: every
+        /// server. Never holds an empty name, nor more than Cyrus's 30
+        /// (`MAX_UPDATE_HOSTS` in [`crate::protocol::parse`]).
+        hosts: Vec<Vec<u8>>,
+    },
     /// `NOOP`.
     Noop,
     /// `LOGOUT`.
@@ -93,9 +136,18 @@ pub enum Command {
     Starttls,
     /// `COMPRESS algorithm` (answered "Unrecognized command": no
     /// compression yet).
-    Compress { algorithm: Vec<u8> },
+    Compress {
+        /// The algorithm asked for (`DEFLATE` in Cyrus), as sent.
+        algorithm: Vec<u8>,
+    },
     /// An admin extension with its string arguments (checked by the session).
-    Admin { verb: AdminVerb, args: Vec<Vec<u8>> },
+    Admin {
+        /// Which extension.
+        verb: AdminVerb,
+        /// Its arguments, in order, any number: the session checks how many
+        /// the verb takes.
+        args: Vec<Vec<u8>>,
+    },
 }
 
 /// Why a command line was rejected, in Cyrus's words (`docmd` labels).
@@ -120,18 +172,41 @@ pub enum Line {
     /// No tag followed by a space: `* BAD "Need command"`.
     NeedCommand,
     /// A tag and an empty command word: `<tag> BAD "Null command"`.
-    NullCommand { tag: Vec<u8> },
+    NullCommand {
+        /// The tag, echoed in the BAD.
+        tag: Vec<u8>,
+    },
     /// A tag and a verb; `args` holds the parsed command or why not.
-    Command { tag: Vec<u8>, verb: Verb, args: Result<Command, ArgError> },
+    Command {
+        /// The tag, echoed in every response to this command.
+        tag: Vec<u8>,
+        /// The verb, known even when the arguments are not (the session's
+        /// login check comes before the argument check).
+        verb: Verb,
+        /// The parsed command, or why the arguments were rejected.
+        args: Result<Command, ArgError>,
+    },
 }
 
 /// Where a MAILBOX/RESERVE line's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// `MAILBOX name location acl`
-    Mailbox { name: Vec<u8>, location: Vec<u8>, acl: Vec<u8> },
+    Mailbox {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+        /// `server!partition` of the record shown.
+        location: Vec<u8>,
+        /// That record's ACL, as Cyrus writes it.
+        acl: Vec<u8>,
+    },
     /// `RESERVE name location`
-    Reserve { name: Vec<u8>, location: Vec<u8> },
+    Reserve {
+        /// The mailbox name, in Cyrus's internal form.
+        name: Vec<u8>,
+        /// `server!partition` of the reserving backend.
+        location: Vec<u8>,
+    },
 }
 
 impl Entry {
@@ -161,21 +236,64 @@ pub enum Status {
 pub enum Response {
     /// A capability line of the greeting: `* NAME [params]`, the params
     /// already in wire form (for example `"PLAIN"`).
-    Capability { name: Vec<u8>, params: Vec<u8> },
+    Capability {
+        /// The capability word (`AUTH`, `PARTIAL-UPDATE`, ...).
+        name: Vec<u8>,
+        /// Its parameters, sent as they are; empty: none (no trailing space).
+        params: Vec<u8>,
+    },
     /// `* OK MUPDATE "server" "impl" "version" "(master)"`
-    Greeting { server_name: Vec<u8>, implementation: Vec<u8>, version: Vec<u8> },
+    Greeting {
+        /// This server's name (`server_name` in the configuration).
+        server_name: Vec<u8>,
+        /// The implementation's name.
+        implementation: Vec<u8>,
+        /// The implementation's version.
+        version: Vec<u8>,
+    },
     /// `<tag> OK|NO|BAD "text"` (tag `*` only for `* BAD "Need command"`)
-    Tagged { tag: Vec<u8>, status: Status, text: Vec<u8> },
+    Tagged {
+        /// The command's tag.
+        tag: Vec<u8>,
+        /// How it completed.
+        status: Status,
+        /// The human-readable text, sent as a string (Cyrus's wording).
+        text: Vec<u8>,
+    },
     /// `* BYE "text"`
-    Bye { text: Vec<u8> },
+    Bye {
+        /// Why the server closes the connection.
+        text: Vec<u8>,
+    },
     /// `<tag> MAILBOX ...` / `<tag> RESERVE ...`
-    Entry { tag: Vec<u8>, entry: Entry },
+    Entry {
+        /// The tag of the FIND, LIST or UPDATE this answers.
+        tag: Vec<u8>,
+        /// The mailbox or reservation.
+        entry: Entry,
+    },
     /// `<tag> DELETE name` (UPDATE streams only)
-    Delete { tag: Vec<u8>, name: Vec<u8> },
+    Delete {
+        /// The UPDATE command's tag.
+        tag: Vec<u8>,
+        /// The mailbox that no longer has an entry.
+        name: Vec<u8>,
+    },
     /// `+ go ahead` for a synchronising literal
     GoAhead,
     /// `+ "base64"`: a SASL challenge
-    Challenge { data: Vec<u8> },
+    Challenge {
+        /// The challenge's raw bytes (base64-encoded on the wire; empty for
+        /// PLAIN's first challenge).
+        data: Vec<u8>,
+    },
     /// `<tag> <WORD> strings...`: an admin extension data line
-    Data { tag: Vec<u8>, keyword: &'static str, fields: Vec<Vec<u8>> },
+    Data {
+        /// The admin command's tag.
+        tag: Vec<u8>,
+        /// What the line describes (`RECORD`, `GROUP`, `EXPORT`, ...).
+        keyword: &'static str,
+        /// Its fields, each sent as a string.
+        fields: Vec<Vec<u8>>,
+    },
 }
