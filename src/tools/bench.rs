@@ -40,12 +40,20 @@ use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Re
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// Backend transactions (connect, login, RESERVE, ACTIVATE, LOGOUT) at
+    /// each `--churn-concurrency` level.
     Churn,
+    /// ACTIVATE of the generated mailbox set over pipelined connections.
     Load,
+    /// FIND of random loaded names.
     Find,
+    /// A full LIST, then one server's share.
     List,
+    /// An UPDATE dump, to its `OK "streaming starts"`.
     Update,
+    /// Delay from a writer's OK to a subscriber's MAILBOX line.
     Propagation,
+    /// Churn without, then with, UPDATE subscribers that never read.
     Stalled,
     /// The rights index (mupdated's `XRIGHTS`): skipped on servers without it.
     Rights,
@@ -81,7 +89,7 @@ const RUN_ORDER: [Phase; 8] = [
 /// Options of `mupdatectl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Phases to run (they run in the order load, find, list, update, churn, propagation, stalled).
+    /// Phases to run (they run in the order load, find, list, update, rights, churn, propagation, stalled).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,load,find,list,update,rights,propagation,stalled")]
     pub phases: Vec<Phase>,
     /// Mailboxes to load (and to pick FIND names from).
@@ -190,17 +198,24 @@ impl Default for BenchArgs {
 /// What the server said about itself.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ServerInfo {
+    /// The `host:port` the bench connected to, as given.
     pub address: String,
+    /// The server name of its greeting.
     pub server_name: String,
+    /// The implementation named in its greeting.
     pub implementation: String,
+    /// The version named in its greeting.
     pub version: String,
 }
 
 /// Latency distribution, milliseconds.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Latency {
+    /// Median (nearest-rank), milliseconds; 0 without samples.
     pub p50_ms: f64,
+    /// 99th percentile (nearest-rank), milliseconds.
     pub p99_ms: f64,
+    /// Slowest sample, milliseconds.
     pub max_ms: f64,
 }
 
@@ -225,13 +240,18 @@ fn ms(d: Duration) -> f64 {
 /// One churn level.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ChurnLevel {
+    /// Connections making transactions at once.
     pub concurrency: usize,
+    /// Wall-clock seconds the level ran (its duration plus the tail of the
+    /// transactions under way at its end).
     pub seconds: f64,
     /// Transactions whose RESERVE and ACTIVATE both got OK.
     pub transactions: u64,
     /// Transactions that failed (refused, closed, timed out).
     pub errors: u64,
+    /// `transactions` / `seconds`.
     pub tx_per_s: f64,
+    /// Time of one whole successful transaction, connect to LOGOUT sent.
     #[serde(flatten)]
     pub latency: Latency,
     /// First error seen, if any.
@@ -239,6 +259,7 @@ pub struct ChurnLevel {
     pub first_error: Option<String>,
 }
 
+/// The load phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct LoadReport {
     /// Mailboxes in the generated set.
@@ -249,51 +270,75 @@ pub struct LoadReport {
     pub ok: u64,
     /// ACTIVATEs answered NO or BAD.
     pub refused: u64,
+    /// Wall-clock seconds from the first connection's login to the last
+    /// OK (0 when skipped).
     pub seconds: f64,
+    /// `ok` / `seconds`.
     pub mailboxes_per_s: f64,
+    /// Pipelined connections used (`--load-connections`).
     pub connections: usize,
+    /// ACTIVATEs sent per batch before reading their answers (`--load-batch`).
     pub batch: usize,
 }
 
+/// The find phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct FindReport {
+    /// Connections sending FIND one at a time each (`--find-concurrency`).
     pub concurrency: usize,
+    /// Wall-clock seconds the phase ran.
     pub seconds: f64,
+    /// FINDs answered (found or not).
     pub ops: u64,
     /// FINDs of a loaded name that found nothing.
     pub misses: u64,
+    /// Connections that failed (a failed FIND ends its connection's run).
     pub errors: u64,
+    /// `ops` / `seconds`.
     pub ops_per_s: f64,
+    /// One FIND, sent to its OK.
     #[serde(flatten)]
     pub latency: Latency,
 }
 
+/// The list phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ListReport {
+    /// A full `LIST`, sent to its OK, milliseconds.
     pub full_ms: f64,
+    /// MAILBOX and RESERVE lines the full LIST returned.
     pub full_entries: usize,
+    /// The prefix of the second LIST: `<server>!` (`--list-server`).
     pub prefix: String,
+    /// That `LIST "<prefix>"`, sent to its OK, milliseconds.
     pub prefix_ms: f64,
+    /// Lines it returned.
     pub prefix_entries: usize,
 }
 
+/// The update phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct UpdateReport {
     /// From sending UPDATE to `OK "streaming starts"`.
     pub dump_ms: f64,
+    /// MAILBOX and RESERVE lines of the dump.
     pub entries: usize,
 }
 
+/// Propagation in one mode.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PropagationStats {
     /// Samples whose MAILBOX line arrived.
     pub samples: usize,
     /// Samples whose MAILBOX line did not arrive within `--propagation-wait`.
     pub lost: usize,
+    /// Writer's OK to the subscriber's MAILBOX line, over the samples that
+    /// arrived.
     #[serde(flatten)]
     pub latency: Latency,
 }
 
+/// The propagation phase's figures: without and with a NOOP barrier.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PropagationReport {
     /// Pure push: the subscriber only reads.
@@ -304,12 +349,16 @@ pub struct PropagationReport {
     pub noop_ok: Latency,
 }
 
+/// The stalled phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StalledReport {
+    /// Churn concurrency of both runs (`--stalled-concurrency`).
     pub concurrency: usize,
     /// Subscribers that never read during the second run (`--stalled-subscribers`).
     pub subscribers: usize,
+    /// Churn before any stalled subscriber (after a one-second warm-up).
     pub baseline: ChurnLevel,
+    /// Churn with the stalled subscribers connected and their streams filled.
     pub stalled: ChurnLevel,
     /// Throughput with the stalled subscribers, percent of the baseline.
     pub ratio_percent: f64,
@@ -328,8 +377,10 @@ pub struct StalledReport {
     pub fill_error: Option<String>,
 }
 
+/// The server's CPU and memory, read from `/proc` (`--server-pid`).
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Resources {
+    /// The server's process id.
     pub pid: u32,
     /// Server CPU seconds (user + system) per phase.
     pub cpu_seconds: BTreeMap<String, f64>,
@@ -339,8 +390,10 @@ pub struct Resources {
     pub rss_kib: u64,
 }
 
+/// The server's data directory after the load (`--data-dir`).
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct DiskReport {
+    /// The directory measured.
     pub dir: String,
     /// Sum of file sizes after the load.
     pub bytes: u64,
@@ -353,32 +406,47 @@ pub struct DiskReport {
 /// Every figure of a run.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BenchReport {
+    /// Who answered.
     pub server: ServerInfo,
+    /// The phases selected, in the order they ran.
     pub phases: Vec<Phase>,
+    /// Mailboxes in the generated set (`--mailboxes`).
     pub mailboxes: usize,
+    /// Backends the set is spread over (`--servers`).
     pub servers: usize,
+    /// Load figures; `None` when not run or failed (likewise below).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadReport>,
+    /// Find figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub find: Option<FindReport>,
+    /// List figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list: Option<ListReport>,
+    /// Update figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateReport>,
+    /// One entry per churn concurrency level, in the order given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<Vec<ChurnLevel>>,
+    /// Propagation figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationReport>,
+    /// Stalled-subscriber figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<StalledReport>,
+    /// Rights-index figures; also `None` on a server without `XRIGHTS`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rights: Option<RightsReport>,
+    /// Server CPU and memory, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Disk use after the load, with `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskReport>,
     /// Phases that failed, with why.
     pub errors: Vec<String>,
+    /// Wall-clock seconds of the whole run, first connection included.
     pub total_seconds: f64,
 }
 
@@ -558,7 +626,9 @@ fn err(phase: &str, e: impl std::fmt::Display) -> String {
 pub struct RightsReport {
     /// Rows each query returned.
     pub rows: usize,
+    /// Queries timed, one at a time on one connection.
     pub queries: usize,
+    /// One `XRIGHTS`, sent to its OK.
     pub latency: Latency,
 }
 

@@ -30,10 +30,15 @@ pub const MUPDATE_PORT: u16 = 3905;
 /// A file that cannot be read as a capture.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PcapError {
+    /// The file starts with neither pcap's magic (either byte order, micro-
+    /// or nanosecond) nor a pcapng section header.
     #[error("not a pcap or pcapng file")]
     NotACapture,
+    /// The file ends inside the named structure (a header, a block).
     #[error("truncated {0}")]
     Truncated(&'static str),
+    /// The named structure's fields contradict themselves or the file
+    /// (a length past the end, an unknown interface id, ...).
     #[error("malformed {0}")]
     Malformed(&'static str),
 }
@@ -46,7 +51,9 @@ pub fn is_capture(data: &[u8]) -> bool {
 /// Which side sent bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// The peer that is not on the MUPDATE port (or did not send the greeting).
     Client,
+    /// The MUPDATE server: on the port, or the sender of `* OK MUPDATE`.
     Server,
 }
 
@@ -54,9 +61,21 @@ pub enum Side {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Bytes that became readable, in sequence order.
-    Data { conn: usize, side: Side, bytes: Vec<u8> },
+    Data {
+        /// Index into [`Capture::connections`].
+        conn: usize,
+        /// Who sent them.
+        side: Side,
+        /// The bytes, contiguous with what this side sent before.
+        bytes: Vec<u8>,
+    },
     /// A side finished sending (FIN after all its bytes, or RST).
-    Closed { conn: usize, side: Side },
+    Closed {
+        /// Index into [`Capture::connections`].
+        conn: usize,
+        /// The side that finished.
+        side: Side,
+    },
 }
 
 /// One reassembled TCP connection.
@@ -64,7 +83,9 @@ pub enum Event {
 pub struct Connection {
     /// "c1", "c2", ... in order of first packet.
     pub name: String,
+    /// The client's address and TCP port.
     pub client: (IpAddr, u16),
+    /// The server's address and TCP port.
     pub server: (IpAddr, u16),
     /// Bytes never seen (holes in the sequence space that never filled).
     pub missing_bytes: u64,
@@ -73,6 +94,8 @@ pub struct Connection {
 /// A capture file read into connections and timed events.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
+    /// The MUPDATE connections kept, in order of their first packet (their
+    /// index is [`Event`]'s `conn`).
     pub connections: Vec<Connection>,
     /// (seconds since the first packet, event).
     pub events: Vec<(f64, Event)>,

@@ -23,7 +23,10 @@ use crate::tools::transcript::{escape, Step};
 /// How answers are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Byte for byte, `{{version}}` standing for the server's version.
     Exact,
+    /// Message by message, after removing the documented harmless
+    /// differences (string forms, greeting fields, optional capabilities).
     Normalized,
 }
 
@@ -32,15 +35,24 @@ pub enum Mode {
 pub struct Difference {
     /// Index of the transcript step.
     pub step: usize,
+    /// The connection the step is on.
     pub conn: String,
+    /// What the transcript expected, escaped and broken after each `\n` (or
+    /// [`NO_CONNECTION`], or `(server closes)`).
     pub expected: String,
+    /// What the server sent instead, escaped likewise (or why no
+    /// connection could be made, or `(connection still open)`).
     pub actual: String,
 }
 
 /// The outcome of a replay.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Steps in the transcript (all of them, even when the replay stopped
+    /// early at an unreachable server).
     pub steps: usize,
+    /// The differences, in step order; empty when the server answered as
+    /// recorded.
     pub differences: Vec<Difference>,
 }
 
@@ -48,6 +60,7 @@ pub struct Report {
 pub const NO_CONNECTION: &str = "a connection";
 
 impl Report {
+    /// Every expectation was met: no difference.
     pub fn matched(&self) -> bool {
         self.differences.is_empty()
     }

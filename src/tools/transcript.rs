@@ -18,22 +18,44 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Bytes the client sends on a connection.
-    Send { conn: String, bytes: Vec<u8> },
+    Send {
+        /// The connection's name (`main` unless the line says `@CONN`).
+        conn: String,
+        /// The bytes, unescaped.
+        bytes: Vec<u8>,
+    },
     /// Bytes the server must send next on a connection.
-    Expect { conn: String, bytes: Vec<u8> },
+    Expect {
+        /// The connection's name.
+        conn: String,
+        /// The bytes expected, unescaped, exactly (or normalized, in a
+        /// normalized replay).
+        bytes: Vec<u8>,
+    },
     /// The client closes a connection.
-    Close { conn: String },
+    Close {
+        /// The connection's name.
+        conn: String,
+    },
     /// The server must close the connection (EOF after what was expected).
-    Eof { conn: String },
+    Eof {
+        /// The connection's name.
+        conn: String,
+    },
     /// Wait.
-    Sleep { millis: u64 },
+    Sleep {
+        /// How long, in milliseconds.
+        millis: u64,
+    },
 }
 
 /// A transcript that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
 pub struct TranscriptError {
+    /// The line that cannot be read, counted from 1.
     pub line: usize,
+    /// What is wrong with it.
     pub message: String,
 }
 
