@@ -1,6 +1,6 @@
 //! Transcript tests: each file in protocol-tests/transcripts is played
 //! byte for byte against an in-process mupdated with a fresh database.
-//! Format: src/transcript.rs. Users of the test server:
+//! Format: src/tools/transcript.rs. Users of the test server:
 //! `mupdater`/`secret` (admin), `be1`/`be1pw` (backend of server be1),
 //! `be2`/`be2pw` (backend of be2), `be1a`/`be1apw` and `be1b`/`be1bpw`
 //! (backends of be1a and be1b), `fe`/`fepw` (reader).

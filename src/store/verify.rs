@@ -31,9 +31,9 @@
 //!   stored ones (compared as order-independent digests, so the check
 //!   needs constant memory); group states decode.
 //!
-//! The expected index entries of a name come from [`index_entries`], used
+//! The expected index entries of a name come from `index_entries`, used
 //! by the full check and by [`rebuild`]; the rights part is in
-//! [`rights_entries`] alone, so that a new rights-key layout changes one
+//! `rights_entries` alone, so that a new rights-key layout changes one
 //! function here (and the incremental code in `engine.rs`).
 //!
 //! A panic inside sled on a damaged file (seen with a database truncated

@@ -620,8 +620,8 @@ fn err(phase: &str, e: impl std::fmt::Display) -> String {
     format!("{phase}: {e}")
 }
 
-/// The rights index query (`XRIGHTS`) for a user who has rights on
-/// [`RIGHTS_MAILBOXES`] mailboxes among the loaded directory.
+/// The rights index query (`XRIGHTS`) for a user who has rights on 100
+/// mailboxes (`RIGHTS_MAILBOXES`) among the loaded directory.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RightsReport {
     /// Rows each query returned.

@@ -7,7 +7,7 @@
 //! - [`replay`]: replaying a capture against a server.
 //! - [`record`]: a recording proxy.
 //! - [`pcap`]: reading MUPDATE sessions out of pcap captures.
-//! - [`bench`]: `mupdatectl bench`.
+//! - [`bench`](mod@bench): `mupdatectl bench`.
 
 pub mod bench;
 pub mod client;

@@ -142,7 +142,7 @@ impl Capture {
         steps
     }
 
-    /// The capture in the transcript file format (src/transcript.rs): a
+    /// The capture in the transcript file format (src/tools/transcript.rs): a
     /// header naming each connection's endpoints, then one line per chunk,
     /// split after each `\n`, stamped with seconds since the first packet.
     pub fn to_transcript(&self) -> String {

@@ -1,6 +1,6 @@
 //! A recording TCP proxy: clients connect to it, it connects each one to the
 //! real server and writes what both sides said into one transcript file per
-//! connection (`# mupdate-record v1`, the format of src/transcript.rs), so
+//! connection (`# mupdate-record v1`, the format of src/tools/transcript.rs), so
 //! a session against any MUPDATE server (Cyrus's master, mupdated) can be
 //! replayed later with `mupdatectl replay`.
 //!
