@@ -17,7 +17,8 @@ pub enum Verb {
     Compress,
     /// `DEACTIVATE`: a backend turns its mailbox into a reservation (a write).
     Deactivate,
-    /// `DELETE`: a backend removes its record of a mailbox (a write).
+    /// `DELETE`: removes the login's records of a mailbox (an admin's: the
+    /// effective record and its replica group's); a write.
     Delete,
     /// `FIND`: one mailbox's effective entry.
     Find,
