@@ -6,7 +6,7 @@
 
 /// A command verb after Cyrus's case folding (`mupdate.c: docmd` turns the
 /// word into `Xxxx` and switches on the first letter).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     Authenticate,
     Activate,
@@ -20,7 +20,7 @@ pub enum Verb {
     Reserve,
     Starttls,
     Update,
-    /// One of this project's admin extensions (see `protocol::admin`).
+    /// One of this project's admin extensions (`src/session/cmd/admin/`).
     Admin(AdminVerb),
     /// A word that is no command. `needs_login` mirrors Cyrus's switch: an
     /// unknown word whose first letter is that of a command that needs a
