@@ -533,3 +533,5 @@ impl<S: Transport> Session<S> {
     }
 }
 
+#[cfg(test)]
+mod tests;
