@@ -15,28 +15,43 @@ use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Re
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The server closed the connection.
     #[error("server closed the connection")]
     Closed,
+    /// No answer (or no room to send) within the client's timeout.
     #[error("timed out waiting for the server")]
     Timeout,
+    /// The server sent something that is not MUPDATE.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The server answered NO or BAD (or BYE, as `No`), with its text.
     #[error("{status:?} \"{text}\"")]
-    Refused { status: Status, text: String },
+    Refused {
+        /// The status word.
+        status: Status,
+        /// The server's text.
+        text: String,
+    },
 }
 
 /// The greeting: capability lines, then the `* OK MUPDATE` line.
 #[derive(Debug, Clone, Default)]
 pub struct Greeting {
+    /// Each capability line: its name and its parameters as sent.
     pub capabilities: Vec<(String, String)>,
+    /// The server name of the `* OK MUPDATE` line.
     pub server_name: String,
+    /// The implementation name (`mupdated`, or Cyrus's).
     pub implementation: String,
+    /// The implementation's version.
     pub version: String,
 }
 
 impl Greeting {
+    /// Did the server announce this capability (any case)?
     pub fn has(&self, name: &str) -> bool {
         self.capabilities.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }

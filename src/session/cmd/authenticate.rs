@@ -29,8 +29,6 @@ use crate::session::{Expect, Next, SessionError, State};
 pub(in crate::session) const INVALID_SASL: &str = "invalid SASL response";
 /// A mechanism other than PLAIN.
 const UNSUPPORTED_MECHANISM: &str = "unsupported mechanism";
-/// The client answered a challenge with `*`.
-const CANCELED: &str = "client canceled authentication";
 /// Wrong user or password (after the pause).
 const FAILED: &str = "authentication failed";
 
@@ -73,7 +71,7 @@ pub(in crate::session) async fn finish<S: AsyncWrite + Unpin>(
 ) -> Result<Next, SessionError> {
     let data = match answer {
         AuthAnswer::Data(d) => d,
-        AuthAnswer::Cancel => return no(out, &tag, CANCELED).await,
+        AuthAnswer::Cancel => return no(out, &tag, cyrus::CLIENT_CANCELED).await,
         AuthAnswer::Invalid => return no(out, &tag, INVALID_SASL).await,
     };
     let app = st.app.clone();
