@@ -48,7 +48,7 @@ impl Server {
         let (server_end, client_end) = tokio::io::duplex(PIPE);
         let session = Session::new(server_end, self.app.clone(), Peer::None, self.stop.clone());
         self.sessions.spawn(async move {
-            session.run().await;
+            let _ = session.run().await;
         });
         client::Client::over(client_end, ANSWER).await.expect("connect").0
     }

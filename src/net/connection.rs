@@ -71,15 +71,19 @@ impl<S: AsyncWrite + Unpin> Output<'_, S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let (stream, out) = (&mut *self.stream, &*self.out);
+        // Taken while written: a write that fails or is cancelled halfway
+        // is not sent again from its start by a closing BYE.
+        let out = std::mem::take(self.out);
+        let stream = &mut *self.stream;
         let write = async {
-            stream.write_all(out).await?;
+            stream.write_all(&out).await?;
             stream.flush().await
         };
         match tokio::time::timeout(self.write_timeout, write).await {
             Ok(r) => r?,
             Err(_) => return Err(ConnError::WriteTimeout(self.write_timeout)),
         }
+        *self.out = out;
         self.out.clear();
         if self.out.capacity() > 4 * OUT_CHUNK {
             self.out.shrink_to(4096);

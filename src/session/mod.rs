@@ -85,6 +85,7 @@ impl Peer {
 }
 
 /// How a session ended.
+#[must_use = "an upgrade hands the stream back to be wrapped and served again"]
 pub enum Ended<S> {
     /// The connection is closed (or its stream dropped).
     Closed,
