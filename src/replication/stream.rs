@@ -103,3 +103,22 @@ pub async fn flush<K: Sink>(
         overflow = subscription.overflowed() => Err(overflow.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_filter_keeps_the_named_servers_entries() {
+        let mailbox = |location: &str| Entry::Mailbox { name: b"m".to_vec(), location: location.into(), acl: vec![] };
+        let reserve = |location: &str| Entry::Reserve { name: b"m".to_vec(), location: location.into() };
+        assert!(wanted(None, &mailbox("be9!p")));
+        let hosts: HashSet<Vec<u8>> = [b"be1".to_vec()].into();
+        assert!(wanted(Some(&hosts), &mailbox("be1!p")));
+        assert!(wanted(Some(&hosts), &reserve("be1!")));
+        assert!(!wanted(Some(&hosts), &mailbox("be2!p")));
+        // The server is what precedes the first '!', never a prefix match.
+        assert!(!wanted(Some(&hosts), &mailbox("be10!p")));
+        assert!(!wanted(Some(&hosts), &mailbox("be1")));
+    }
+}
