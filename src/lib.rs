@@ -9,9 +9,9 @@
 //! |---|---|---|
 //! | listeners | [`net`] | TCP listeners, admission, shutdown; builds the [`app::App`] and runs a [`session`] per connection |
 //! | context | [`app`] | what every connection shares: directory, hub, authenticator, configuration |
-//! | connection | [`session`] | one connection's state machine over any byte stream |
+//! | connection | [`session`] | one connection's session over any byte stream: capabilities, the dispatcher in Cyrus's check order, one file per command |
 //! | logins | [`auth`] | users, roles, password checks |
-//! | streams | [`replication`] | the change hub that UPDATE streams read |
+//! | streams | [`replication`] | the change hub that UPDATE streams read; each stream's dump and flush |
 //! | directory | [`store`] | the facts model and its indexes over sled |
 //! | wire | [`protocol`] | pure bytes <-> messages: framer, parser, encoder, Cyrus's strings |
 //! | settings | [`config`] | the TOML configuration |

@@ -1,7 +1,9 @@
 //! Whole sessions under fuzzing: command sequences from several logins
 //! (admin, two backends of one replica group, an unrelated backend, a
 //! reader) against a fresh directory, while an UPDATE stream follows and
-//! hostile connections send raw bytes in between.
+//! hostile connections send raw bytes in between. Every connection is an
+//! in-memory stream (`tokio::io::duplex`) served by a session of its own:
+//! no TCP, no ports.
 //!
 //! What must hold for any input:
 //! - every command gets its tagged answer (no hang, no lost answer), and a
@@ -15,10 +17,42 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::tools::client::Client;
+use std::sync::Arc;
+
+use tokio::io::DuplexStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::app::App;
 use crate::config::Config;
-use crate::net::Server;
 use crate::protocol::{AdminVerb, Command, Entry, Response, Status};
+use crate::session::{Peer, Session};
+use crate::tools::client;
+
+/// A client over an in-memory connection.
+type Client = client::Client<DuplexStream>;
+
+/// Room in each direction of an in-memory connection.
+const PIPE: usize = 64 * 1024;
+
+/// The directory's shared state and the sessions serving connections.
+struct Server {
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+    sessions: JoinSet<()>,
+}
+
+impl Server {
+    /// A new connection, its session started; the client has read the greeting.
+    async fn connect(&mut self) -> Client {
+        let (server_end, client_end) = tokio::io::duplex(PIPE);
+        let session = Session::new(server_end, self.app.clone(), Peer::None, self.stop.clone());
+        self.sessions.spawn(async move {
+            let _ = session.run().await;
+        });
+        client::Client::over(client_end, ANSWER).await.expect("connect").0
+    }
+}
 
 /// How long any one answer may take before the session counts as hung.
 const ANSWER: Duration = Duration::from_secs(10);
@@ -148,14 +182,11 @@ async fn run(data: &[u8]) {
     let dir = temp_dir();
     let mut config = Config::parse(CONFIG).expect("fuzz config");
     config.data_dir = dir.0.join("data");
-    let server = Server::bind(config).await.expect("server starts");
-    let addr = server.local_addrs()[0].to_string();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let app = tokio::task::spawn_blocking(move || App::open(config)).await.expect("open task").expect("store opens");
+    let (stop_tx, stop) = watch::channel(false);
+    let server = &mut Server { app: Arc::new(app), stop, sessions: JoinSet::new() };
 
-    let mut stream = login(&addr, 4).await;
+    let mut stream = login(server, 4).await;
     let mut view = BTreeMap::new();
     let tag = stream
         .send(&Command::Update { hosts: vec![] })
@@ -173,32 +204,32 @@ async fn run(data: &[u8]) {
             continue;
         }
         if op % 16 == 8 {
-            hostile(&addr, &mut input).await;
+            hostile(server, &mut input).await;
             continue;
         }
         if op % 16 == 9 {
-            check(&addr, &mut stream, &tag, &mut view).await;
+            check(server, &mut stream, &tag, &mut view).await;
             continue;
         }
         let cmd = command(op, &mut input);
         let client = match &mut sessions[current] {
             Some(c) => c,
-            slot => slot.insert(login(&addr, current).await),
+            slot => slot.insert(login(server, current).await),
         };
         let (status, text) = answer(client, &cmd).await;
         check_role(current, &cmd, status, &text);
     }
-    check(&addr, &mut stream, &tag, &mut view).await;
+    check(server, &mut stream, &tag, &mut view).await;
 
     drop(sessions);
     drop(stream);
-    let _ = stop_tx.send(());
-    let _ = task.await;
+    let _ = stop_tx.send(true);
+    while server.sessions.join_next().await.is_some() {}
 }
 
-async fn login(addr: &str, who: usize) -> Client {
+async fn login(server: &mut Server, who: usize) -> Client {
     let (user, password, _) = LOGINS[who];
-    let (mut c, _) = Client::connect(addr, ANSWER).await.expect("connect");
+    let mut c = server.connect().await;
     c.authenticate(user, password)
         .await
         .unwrap_or_else(|e| panic!("login {user}: {e}"));
@@ -337,17 +368,14 @@ fn check_role(who: usize, cmd: &Command, status: Status, text: &str) {
 }
 
 /// A connection that sends raw bytes (after a login or not) and goes away.
-async fn hostile(addr: &str, input: &mut Input<'_>) {
+async fn hostile(server: &mut Server, input: &mut Input<'_>) {
     let flags = input.byte();
     let len = input.byte() as usize % 96;
     let bytes = input.take(len).to_vec();
     let mut c = if flags & 1 == 1 {
-        login(addr, (flags as usize >> 1) % LOGINS.len()).await
+        login(server, (flags as usize >> 1) % LOGINS.len()).await
     } else {
-        Client::connect(addr, ANSWER)
-            .await
-            .expect("hostile connect")
-            .0
+        server.connect().await
     };
     let _ = c.send_raw(&bytes).await;
     let _ = tokio::time::timeout(Duration::from_millis(20), c.read_message()).await;
@@ -388,14 +416,14 @@ async fn read_stream(stream: &mut Client, tag: &[u8], view: &mut BTreeMap<Vec<u8
 /// NOOP barrier on the stream, then its view must equal LIST, and FIND
 /// of each name must agree with LIST.
 async fn check(
-    addr: &str,
+    server: &mut Server,
     stream: &mut Client,
     _update_tag: &[u8],
     view: &mut BTreeMap<Vec<u8>, Entry>,
 ) {
     let noop = stream.send(&Command::Noop).await.expect("NOOP sent");
     read_stream(stream, &noop, view).await;
-    let mut admin = login(addr, 0).await;
+    let mut admin = login(server, 0).await;
     let listed: BTreeMap<Vec<u8>, Entry> = admin
         .list(None)
         .await

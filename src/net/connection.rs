@@ -1,5 +1,11 @@
-//! A connection: bytes in through the framer, responses out through a
-//! buffer whose every write is bounded in time.
+//! A connection: bytes in through the framer, responses out through an
+//! [`Output`] buffer whose every write is bounded in time.
+//!
+//! The connection owns its stream whole (no split halves, no lock between
+//! them): reads and writes never overlap, since a session reads only
+//! between commands and handlers only write. [`Connection::into_stream`]
+//! hands the stream back for an upgrade (STARTTLS), dropping any input
+//! pipelined after the command that asked for it, as Cyrus does.
 
 use std::time::Duration;
 
@@ -19,17 +25,20 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Why a connection ends.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
+    /// The stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A write did not complete within `write_timeout`.
     #[error("peer stopped reading for {0:?}")]
     WriteTimeout(Duration),
+    /// The input broke a framing rule or limit.
     #[error("{0}")]
     Frame(#[from] FrameError),
 }
 
-pub struct Connection<R, W> {
-    reader: R,
-    writer: W,
+/// One peer's byte stream, framed on the way in, buffered on the way out.
+pub struct Connection<S> {
+    stream: S,
     input: BytesMut,
     framer: Framer,
     out: Vec<u8>,
@@ -37,17 +46,68 @@ pub struct Connection<R, W> {
     go_ahead_pending: bool,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
-    pub fn new(reader: R, writer: W, limits: Limits, write_timeout: Duration) -> Self {
+/// Where a command's answers go: responses are encoded into the
+/// connection's buffer and written out whenever 64 KiB are queued, so a
+/// LIST of millions of entries streams in bounded memory. What is still
+/// queued when a command ends is flushed by the session.
+pub struct Output<'a, S> {
+    stream: &'a mut S,
+    out: &'a mut Vec<u8>,
+    write_timeout: Duration,
+}
+
+impl<S: AsyncWrite + Unpin> Output<'_, S> {
+    /// Queue a response; sends when enough is buffered.
+    pub async fn send(&mut self, r: &Response) -> Result<(), ConnError> {
+        encode::response(r, self.out);
+        if self.out.len() >= OUT_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Send everything queued, or fail if the peer stalls.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // Taken while written: a write that fails or is cancelled halfway
+        // is not sent again from its start by a closing BYE.
+        let out = std::mem::take(self.out);
+        let stream = &mut *self.stream;
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnError::WriteTimeout(self.write_timeout)),
+        }
+        *self.out = out;
+        self.out.clear();
+        if self.out.capacity() > 4 * OUT_CHUNK {
+            self.out.shrink_to(4096);
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// A connection over `stream`, framing with `limits`.
+    pub fn new(stream: S, limits: Limits, write_timeout: Duration) -> Self {
         Connection {
-            reader,
-            writer,
+            stream,
             input: BytesMut::with_capacity(READ_CHUNK),
             framer: Framer::new(limits),
             out: Vec::with_capacity(4096),
             write_timeout,
             go_ahead_pending: false,
         }
+    }
+
+    /// The sink a command writes its answers to.
+    pub fn output(&mut self) -> Output<'_, S> {
+        Output { stream: &mut self.stream, out: &mut self.out, write_timeout: self.write_timeout }
     }
 
     /// Enforce other limits from the next message on (at login). Only
@@ -87,7 +147,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
             self.input.reserve(READ_CHUNK);
         }
-        let n = self.reader.read_buf(&mut self.input).await?;
+        let n = self.stream.read_buf(&mut self.input).await?;
         Ok(n > 0)
     }
 
@@ -98,33 +158,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Queue a response; sends when enough is buffered.
     pub async fn send(&mut self, r: &Response) -> Result<(), ConnError> {
-        encode::response(r, &mut self.out);
-        if self.out.len() >= OUT_CHUNK {
-            self.flush().await?;
-        }
-        Ok(())
+        self.output().send(r).await
     }
 
     /// Send everything queued, or fail if the peer stalls.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.out);
-        let write = async {
-            self.writer.write_all(&out).await?;
-            self.writer.flush().await
-        };
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ConnError::WriteTimeout(self.write_timeout)),
-        }
-        self.out = out;
-        self.out.clear();
-        if self.out.capacity() > 4 * OUT_CHUNK {
-            self.out.shrink_to(4096);
-        }
-        Ok(())
+        self.output().flush().await
+    }
+
+    /// The stream itself, for an upgrade: what is queued must have been
+    /// flushed; input received but not yet read as a command is dropped
+    /// (`imap/mupdate.c: docmd` discards what a client pipelines after
+    /// STARTTLS, which would otherwise pass as if it came over TLS).
+    pub fn into_stream(self) -> S {
+        self.stream
     }
 
     /// Best effort: send what is queued and a last line, then close. The
@@ -137,14 +184,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = self.flush().await;
-            let _ = self.writer.shutdown().await;
+            let _ = self.stream.shutdown().await;
         })
         .await;
         let mut sink = [0u8; 8192];
         let mut budget = LINGER_BYTES;
         let _ = tokio::time::timeout(LINGER, async {
             while budget > 0 {
-                match self.reader.read(&mut sink).await {
+                match self.stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => budget = budget.saturating_sub(n),
                 }

@@ -21,7 +21,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::app::App;
 use crate::config::Config;
 use crate::protocol::{encode, Response};
-use crate::session::Session;
+use crate::session::{Peer, Session};
 use crate::store::StoreError;
 use admission::{Admission, Caps, Refusal};
 
@@ -251,8 +251,8 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptContext, mut stop: watch:
                     _ => return,
                 };
                 let Some(shared) = shared else { return };
-                let (r, w) = socket.into_split();
-                Session::from_halves(shared, Box::new(r), Box::new(w), Some(peer), stop)
+                // No STARTTLS offered yet: the session never hands its stream back.
+                let _ = Session::new(socket, shared, Peer::Tcp(peer), stop)
                     .with_slot(slot)
                     .with_login_deadline(login_deadline)
                     .run()

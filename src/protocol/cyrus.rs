@@ -46,3 +46,10 @@ pub const ALREADY_AUTHENTICATED: &str = "already authenticated";
 pub const SERVER_UNABLE: &str = "Server Unable";
 /// Answer to a synchronising literal (`imapparse.c: getxstring`).
 pub const GO_AHEAD: &str = "go ahead";
+/// `cmd_starttls` before the handshake (Cyrus sends it unquoted).
+pub const BEGIN_TLS: &str = "Begin TLS negotiation now";
+/// `docmd` STARTTLS after a login (Cyrus sends it unquoted).
+pub const STARTTLS_AFTER_AUTH: &str = "Can't Starttls after authentication";
+/// `cmd_authenticate` when the client answers a challenge with `*` (Cyrus
+/// sends `Client canceled authentication` unquoted, capitalised).
+pub const CLIENT_CANCELED: &str = "client canceled authentication";

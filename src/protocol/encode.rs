@@ -2,7 +2,6 @@
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 
-use super::parse::admin_verb_name;
 use super::types::*;
 
 /// Longest string sent quoted; longer ones go as literals. Cyrus's own
@@ -139,9 +138,9 @@ pub fn command(tag: &[u8], cmd: &Command, literal_plus: bool, out: &mut Vec<u8>)
             string(s, out);
         }
     };
+    start(tag, cmd.verb().name().as_bytes(), out);
     match cmd {
         Command::Authenticate { mechanism, initial_response } => {
-            start(tag, b"AUTHENTICATE", out);
             out.push(b' ');
             string(mechanism, out);
             match initial_response {
@@ -151,56 +150,28 @@ pub fn command(tag: &[u8], cmd: &Command, literal_plus: bool, out: &mut Vec<u8>)
             }
         }
         Command::Activate { name, location, acl } => {
-            start(tag, b"ACTIVATE", out);
             for s in [name, location, acl] {
                 arg(s, out);
             }
         }
-        Command::Reserve { name, location } => {
-            start(tag, b"RESERVE", out);
+        Command::Reserve { name, location } | Command::Deactivate { name, location } => {
             for s in [name, location] {
                 arg(s, out);
             }
         }
-        Command::Deactivate { name, location } => {
-            start(tag, b"DEACTIVATE", out);
-            for s in [name, location] {
-                arg(s, out);
-            }
-        }
-        Command::Delete { name } => {
-            start(tag, b"DELETE", out);
-            arg(name, out);
-        }
-        Command::Find { name } => {
-            start(tag, b"FIND", out);
-            arg(name, out);
-        }
+        Command::Delete { name } | Command::Find { name } => arg(name, out),
         Command::List { prefix } => {
-            start(tag, b"LIST", out);
             if let Some(prefix) = prefix {
                 arg(prefix, out);
             }
         }
-        Command::Update { hosts } => {
-            start(tag, b"UPDATE", out);
-            for host in hosts {
-                arg(host, out);
-            }
-        }
-        Command::Noop => start(tag, b"NOOP", out),
-        Command::Logout => start(tag, b"LOGOUT", out),
-        Command::Starttls => start(tag, b"STARTTLS", out),
-        Command::Compress { algorithm } => {
-            start(tag, b"COMPRESS", out);
-            arg(algorithm, out);
-        }
-        Command::Admin { verb, args } => {
-            start(tag, admin_verb_name(*verb).as_bytes(), out);
+        Command::Update { hosts: args } | Command::Admin { args, .. } => {
             for a in args {
                 arg(a, out);
             }
         }
+        Command::Noop | Command::Logout | Command::Starttls => {}
+        Command::Compress { algorithm } => arg(algorithm, out),
     }
     out.extend_from_slice(b"\r\n");
 }

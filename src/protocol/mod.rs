@@ -6,6 +6,7 @@
 //! - [`parse`] turns one whole message into a [`types::Line`] (server side)
 //!   or a [`types::Response`] (client side, for the tools and tests).
 //! - [`encode`] writes responses and commands.
+//! - [`verbs`] is the one table of command words.
 //! - [`cyrus`] holds every wire-visible Cyrus string.
 
 pub mod cyrus;
@@ -13,6 +14,7 @@ pub mod encode;
 pub mod framer;
 pub mod parse;
 pub mod types;
+pub mod verbs;
 
 pub use framer::{Decoded, FrameError, Framer, Limits};
 pub use types::*;

@@ -178,43 +178,15 @@ pub fn parse_line(msg: &[u8]) -> Line {
         return Line::NullCommand { tag };
     }
     let verb = verb(word);
-    let args = arguments(&verb, &mut r, ch);
+    let args = arguments(verb, &mut r, ch);
     Line::Command { tag, verb, args }
 }
 
-/// `docmd`'s switch over the case-folded command word.
+/// `docmd`'s switch over the case-folded command word, through the one
+/// table of verbs ([`super::verbs`]).
 fn verb(word: &[u8]) -> Verb {
-    const VERBS: [(&str, Verb); 12] = [
-        ("AUTHENTICATE", Verb::Authenticate),
-        ("ACTIVATE", Verb::Activate),
-        ("COMPRESS", Verb::Compress),
-        ("DEACTIVATE", Verb::Deactivate),
-        ("DELETE", Verb::Delete),
-        ("FIND", Verb::Find),
-        ("LIST", Verb::List),
-        ("LOGOUT", Verb::Logout),
-        ("NOOP", Verb::Noop),
-        ("RESERVE", Verb::Reserve),
-        ("STARTTLS", Verb::Starttls),
-        ("UPDATE", Verb::Update),
-    ];
-    const ADMIN: [(&str, AdminVerb); 8] = [
-        ("XRECORDS", AdminVerb::Records),
-        ("XCONFLICTS", AdminVerb::Conflicts),
-        ("XRESOLVE", AdminVerb::Resolve),
-        ("XGROUPS", AdminVerb::Groups),
-        ("XPRIMARY", AdminVerb::Primary),
-        ("XDELETE", AdminVerb::DeleteRecord),
-        ("XRIGHTS", AdminVerb::Rights),
-        ("XEXPORT", AdminVerb::Export),
-    ];
-    if let Some((_, v)) = VERBS.iter().find(|(name, _)| word.eq_ignore_ascii_case(name.as_bytes()))
-    {
-        return v.clone();
-    }
-    if let Some((_, v)) = ADMIN.iter().find(|(name, _)| word.eq_ignore_ascii_case(name.as_bytes()))
-    {
-        return Verb::Admin(*v);
+    if let Some(v) = super::verbs::lookup(word) {
+        return v;
     }
     // The cases of docmd's switch that check the login before the name.
     let needs_login = matches!(
@@ -222,20 +194,6 @@ fn verb(word: &[u8]) -> Verb {
         Some(b'A' | b'D' | b'F' | b'L' | b'N' | b'R' | b'U')
     );
     Verb::Unknown { needs_login }
-}
-
-/// The command word of an admin extension.
-pub fn admin_verb_name(verb: AdminVerb) -> &'static str {
-    match verb {
-        AdminVerb::Records => "XRECORDS",
-        AdminVerb::Conflicts => "XCONFLICTS",
-        AdminVerb::Resolve => "XRESOLVE",
-        AdminVerb::Groups => "XGROUPS",
-        AdminVerb::Primary => "XPRIMARY",
-        AdminVerb::DeleteRecord => "XDELETE",
-        AdminVerb::Rights => "XRIGHTS",
-        AdminVerb::Export => "XEXPORT",
-    }
 }
 
 /// `n` space-separated strings, each preceded by a space (`Missing` when
@@ -258,7 +216,7 @@ fn fixed_strings<const N: usize>(r: &mut Reader<'_>, mut ch: Ch) -> Result<[Vec<
 /// Unknown verbs have none to parse (`args` is then `Err(Extra)` and means
 /// nothing: the session answers "Unrecognized command" or "Please login
 /// first").
-fn arguments(verb: &Verb, r: &mut Reader<'_>, ch: Ch) -> Result<Command, ArgError> {
+fn arguments(verb: Verb, r: &mut Reader<'_>, ch: Ch) -> Result<Command, ArgError> {
     match verb {
         Verb::Authenticate => {
             if ch != SP {
@@ -351,7 +309,7 @@ fn arguments(verb: &Verb, r: &mut Reader<'_>, ch: Ch) -> Result<Command, ArgErro
                 ch = next;
             }
             r.check_newline(ch)?;
-            Ok(Command::Admin { verb: *admin, args })
+            Ok(Command::Admin { verb: admin, args })
         }
         Verb::Unknown { .. } => Err(ArgError::Extra),
     }

@@ -6,7 +6,7 @@
 
 /// A command verb after Cyrus's case folding (`mupdate.c: docmd` turns the
 /// word into `Xxxx` and switches on the first letter).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     /// `AUTHENTICATE`: a SASL login (PLAIN only); refused once logged in.
     Authenticate,
@@ -35,7 +35,7 @@ pub enum Verb {
     Starttls,
     /// `UPDATE`: dump the directory, then stream its changes.
     Update,
-    /// One of this project's admin extensions (see `protocol::admin`).
+    /// One of this project's admin extensions (`src/session/cmd/admin/`).
     Admin(AdminVerb),
     /// A word that is no command. `needs_login` mirrors Cyrus's switch: an
     /// unknown word whose first letter is that of a command that needs a

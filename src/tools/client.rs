@@ -1,11 +1,13 @@
 //! A MUPDATE client for the tools (mupdatectl, bench, replay) and tests.
-//! Talks to any MUPDATE server, Cyrus's included.
+//! Talks to any MUPDATE server, Cyrus's included, over TCP
+//! ([`Client::connect`]) or any byte stream ([`Client::over`], e.g. one
+//! end of a `tokio::io::duplex` whose other end a session serves).
 
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Response, Status};
@@ -13,35 +15,51 @@ use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Re
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The server closed the connection.
     #[error("server closed the connection")]
     Closed,
+    /// No answer (or no room to send) within the client's timeout.
     #[error("timed out waiting for the server")]
     Timeout,
+    /// The server sent something that is not MUPDATE.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The server answered NO or BAD (or BYE, as `No`), with its text.
     #[error("{status:?} \"{text}\"")]
-    Refused { status: Status, text: String },
+    Refused {
+        /// The status word.
+        status: Status,
+        /// The server's text.
+        text: String,
+    },
 }
 
 /// The greeting: capability lines, then the `* OK MUPDATE` line.
 #[derive(Debug, Clone, Default)]
 pub struct Greeting {
+    /// Each capability line: its name and its parameters as sent.
     pub capabilities: Vec<(String, String)>,
+    /// The server name of the `* OK MUPDATE` line.
     pub server_name: String,
+    /// The implementation name (`mupdated`, or Cyrus's).
     pub implementation: String,
+    /// The implementation's version.
     pub version: String,
 }
 
 impl Greeting {
+    /// Did the server announce this capability (any case)?
     pub fn has(&self, name: &str) -> bool {
         self.capabilities.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
-pub struct Client {
-    stream: TcpStream,
+/// A client connection over the stream `S` (TCP unless said otherwise).
+pub struct Client<S = TcpStream> {
+    stream: S,
     input: BytesMut,
     framer: Framer,
     next_tag: u64,
@@ -50,13 +68,20 @@ pub struct Client {
     pub literal_plus: bool,
 }
 
-impl Client {
+impl Client<TcpStream> {
     /// Connect and read the greeting.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<(Client, Greeting), ClientError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout)??;
         let _ = stream.set_nodelay(true);
+        Client::over(stream, timeout).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Read the greeting over an already connected stream.
+    pub async fn over(stream: S, timeout: Duration) -> Result<(Client<S>, Greeting), ClientError> {
         let limits = Limits { max_line: 1 << 20, max_literal: 64 << 20, max_message: 64 << 20 };
         let mut c = Client {
             stream,
@@ -214,6 +239,12 @@ impl Client {
     /// LOGOUT, best effort.
     pub async fn logout(mut self) {
         let _ = self.run(&Command::Logout).await;
+    }
+
+    /// The stream, for an upgrade (after STARTTLS's `OK`): bytes read but
+    /// not yet taken as a response are dropped.
+    pub fn into_stream(self) -> S {
+        self.stream
     }
 }
 
