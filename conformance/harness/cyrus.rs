@@ -67,8 +67,7 @@ impl Cyrus {
                 missing.join(", ")
             );
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             panic!("the conformance tests must run as root: Cyrus `master` starts as root and drops to the `cyrus` user");
         }
         let (uid, gid) = user.expect("checked above");
@@ -440,10 +439,8 @@ impl Instance {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
             if String::from_utf8_lossy(argv0).contains(service) {
-                // SAFETY: a plain syscall on a pid that is a child of our child.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
+                // A pid that is a child of our child.
+                super::process::signal(pid, rustix::process::Signal::KILL);
                 return pid;
             }
         }

@@ -1,12 +1,13 @@
 //! The mupdated daemon.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use mupdated::config::Config;
-use mupdated::net::Server;
+use mupdated::net::{inherit, Server};
 
 /// A MUPDATE (RFC 3656) master for Cyrus IMAP murders: backends tell it
 /// where each mailbox lives, frontends stream the directory from it.
@@ -26,10 +27,72 @@ struct Args {
     /// the RUST_LOG environment variable is used when this is absent.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Serve the listening socket Cyrus's `master` passes to a cyrus.conf
+    /// SERVICES entry (descriptor 4, status pipe 3). Arguments Cyrus's
+    /// services take (`-C FILE`, `-U N`, `-T N`, `-D`, `-X`, `-m`, any other)
+    /// are ignored with this flag.
+    #[arg(long)]
+    inherit_cyrus: bool,
+}
+
+/// Our own options that take a value (the next argument unless `=` joins it).
+const VALUE_OPTIONS: [&str; 5] = ["-c", "--config", "--listen", "--data-dir", "--log"];
+/// Our own options without a value.
+const FLAG_OPTIONS: [&str; 5] = ["--inherit-cyrus", "-h", "--help", "-V", "--version"];
+/// Cyrus service options that take a value (master/service.c `getopt` "C:U:T:").
+const CYRUS_VALUE_OPTIONS: [&str; 3] = ["-C", "-U", "-T"];
+
+/// Under `--inherit-cyrus`, keep only our own arguments: a cyrus.conf
+/// `cmd=` line may carry Cyrus's (`-C /etc/imapd.conf`, `-m`). Returns the
+/// arguments kept and those dropped.
+fn without_cyrus_args(raw: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    let mut kept = Vec::with_capacity(raw.len());
+    let mut dropped = Vec::new();
+    let mut it = raw.into_iter();
+    kept.extend(it.next());
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        let name = s.split('=').next().unwrap_or("");
+        if VALUE_OPTIONS.contains(&s.as_ref()) {
+            kept.push(a);
+            kept.extend(it.next());
+        } else if FLAG_OPTIONS.contains(&s.as_ref())
+            || (s.starts_with("--") && VALUE_OPTIONS.contains(&name))
+            || (s.starts_with("-c") && !s.starts_with("--"))
+        {
+            kept.push(a);
+        } else if CYRUS_VALUE_OPTIONS.contains(&s.as_ref()) {
+            dropped.push(a);
+            dropped.extend(it.next());
+        } else {
+            dropped.push(a);
+        }
+    }
+    (kept, dropped)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let (argv, ignored) = if raw.iter().any(|a| a == "--inherit-cyrus") {
+        without_cyrus_args(raw)
+    } else {
+        (raw, Vec::new())
+    };
+    let args = Args::parse_from(argv);
+    // Sockets handed over at exec are taken before any thread starts (the
+    // environment is read and cleared).
+    let inherited = if args.inherit_cyrus {
+        inherit::from_cyrus_master().map(Some)
+    } else {
+        inherit::from_systemd()
+    };
+    let inherited = match inherited {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("mupdated: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = match &args.log {
         Some(f) => tracing_subscriber::EnvFilter::new(f),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
@@ -55,6 +118,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    if !ignored.is_empty() {
+        let ignored: Vec<String> = ignored.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        tracing::info!(arguments = %ignored.join(" "), "--inherit-cyrus: ignoring Cyrus's arguments");
+    }
 
     let mut config = match Config::load(&args.config) {
         Ok(c) => c,
@@ -64,7 +131,7 @@ fn main() -> ExitCode {
         }
     };
     if !args.listen.is_empty() {
-        config.listen = args.listen;
+        config.listen = Some(args.listen);
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
@@ -80,7 +147,7 @@ fn main() -> ExitCode {
         // Listen first: connections that arrive while the store opens
         // (sled's recovery after a crash takes seconds) wait for their
         // greeting instead of being refused.
-        let server = match Server::listen(config) {
+        let server = match Server::listen_with(config, inherited.into_iter().collect()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("mupdated: {e}");

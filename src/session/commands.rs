@@ -355,7 +355,7 @@ impl Session {
             AuthAnswer::Invalid => return self.no(&tag, INVALID_SASL).await,
         };
         let shared = self.shared.clone();
-        let peer = self.slot.as_ref().map(|s| (s.admission().clone(), s.peer()));
+        let peer = self.slot.as_ref().and_then(|s| Some((s.admission().clone(), s.peer()?)));
         // A peer address whose logins failed waits before its next check
         // (within the login deadline, which ends the session).
         if let Some(until) = peer.as_ref().and_then(|(a, ip)| a.backoff_until(*ip)) {

@@ -167,6 +167,17 @@ impl Session {
         self
     }
 
+    /// The connection is logged in from the start (a peer the listener
+    /// vouches for: root on a unix socket with `unix_peer_admin`). When its
+    /// slot was evicted meanwhile it stays logged out and ends at its login
+    /// deadline.
+    pub fn with_login(mut self, login: Login) -> Self {
+        if self.logged_in() {
+            self.login = Some(login);
+        }
+        self
+    }
+
     fn greeting(&self) -> Vec<Response> {
         let mechs: Vec<String> = self.shared.auth.mechanisms().iter().map(|m| format!("\"{m}\"")).collect();
         vec![
