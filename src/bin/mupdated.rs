@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mupdated::config::Config;
 use mupdated::net::{inherit, Server};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// A MUPDATE (RFC 3656) master for Cyrus IMAP murders: backends tell it
 /// where each mailbox lives, frontends stream the directory from it.
@@ -27,6 +28,10 @@ struct Args {
     /// the RUST_LOG environment variable is used when this is absent.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Append the log to this file instead of standard error (Cyrus's
+    /// master sends its services' standard error to /dev/null).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Serve the listening socket Cyrus's `master` passes to a cyrus.conf
     /// SERVICES entry (descriptor 4, status pipe 3). Arguments Cyrus's
     /// services take (`-C FILE`, `-U N`, `-T N`, `-D`, `-X`, `-m`, any other)
@@ -36,7 +41,7 @@ struct Args {
 }
 
 /// Our own options that take a value (the next argument unless `=` joins it).
-const VALUE_OPTIONS: [&str; 5] = ["-c", "--config", "--listen", "--data-dir", "--log"];
+const VALUE_OPTIONS: [&str; 6] = ["-c", "--config", "--listen", "--data-dir", "--log", "--log-file"];
 /// Our own options without a value.
 const FLAG_OPTIONS: [&str; 5] = ["--inherit-cyrus", "-h", "--help", "-V", "--version"];
 /// Cyrus service options that take a value (master/service.c `getopt` "C:U:T:").
@@ -79,20 +84,6 @@ fn main() -> ExitCode {
         (raw, Vec::new())
     };
     let args = Args::parse_from(argv);
-    // Sockets handed over at exec are taken before any thread starts (the
-    // environment is read and cleared).
-    let inherited = if args.inherit_cyrus {
-        inherit::from_cyrus_master().map(Some)
-    } else {
-        inherit::from_systemd()
-    };
-    let inherited = match inherited {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("mupdated: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let filter = match &args.log {
         Some(f) => tracing_subscriber::EnvFilter::new(f),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
@@ -112,12 +103,39 @@ fn main() -> ExitCode {
         }
     })
     .delimited(" ");
-    tracing_subscriber::fmt()
-        .fmt_fields(fields)
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let (writer, ansi) = match &args.log_file {
+        None => (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal()),
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => (BoxMakeWriter::new(std::sync::Mutex::new(f)), false),
+            Err(e) => {
+                eprintln!("mupdated: cannot open the log file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    tracing_subscriber::fmt().fmt_fields(fields).with_env_filter(filter).with_ansi(ansi).with_writer(writer).init();
+    // A failure to start goes to standard error, and to the log file too.
+    let to_file = args.log_file.is_some();
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("mupdated: {e}");
+        if to_file {
+            tracing::error!("{e}");
+        }
+    };
+    // Sockets handed over at exec are taken before any thread starts (the
+    // environment is read and cleared).
+    let inherited = if args.inherit_cyrus {
+        inherit::from_cyrus_master().map(Some)
+    } else {
+        inherit::from_systemd()
+    };
+    let inherited = match inherited {
+        Ok(i) => i,
+        Err(e) => {
+            fail(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     if !ignored.is_empty() {
         let ignored: Vec<String> = ignored.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         tracing::info!(arguments = %ignored.join(" "), "--inherit-cyrus: ignoring Cyrus's arguments");
@@ -126,7 +144,7 @@ fn main() -> ExitCode {
     let mut config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mupdated: {e}");
+            fail(&e);
             return ExitCode::from(2);
         }
     };
@@ -139,7 +157,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("mupdated: cannot start the runtime: {e}");
+            fail(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -150,14 +168,14 @@ fn main() -> ExitCode {
         let server = match Server::listen_with(config, inherited.into_iter().collect()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("mupdated: {e}");
+                fail(&e);
                 return ExitCode::FAILURE;
             }
         };
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("mupdated: {e}");
+                fail(&e);
                 ExitCode::FAILURE
             }
         }

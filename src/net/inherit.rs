@@ -2,14 +2,18 @@
 //! `cyrus.conf` SERVICES entry) or by systemd socket activation.
 //!
 //! Taking ownership of a descriptor number is `unsafe` in Rust; the crate
-//! forbids unsafe code, so both go through the `listenfd` crate, which
-//! checks that each descriptor is a listening stream socket of the kind
-//! asked for before it wraps it. Both read the environment, and the Cyrus
-//! one sets it: call them before any thread starts (at the top of `main`).
+//! forbids unsafe code, so the sockets go through the `listenfd` crate,
+//! which checks that each descriptor is a stream socket of the kind asked
+//! for before it wraps it, and Cyrus's status pipe through the
+//! `filedescriptor` crate, which duplicates a descriptor number into an
+//! owned one (reopening `/proc/self/fd/3` does not do: the pipe belongs to
+//! root, master made it before it dropped to the cyrus user). Both read
+//! the environment, and the Cyrus one sets it: call them before any thread
+//! starts (at the top of `main`).
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 
 use listenfd::ListenFd;
 
@@ -116,14 +120,11 @@ pub fn from_cyrus_master() -> Result<Inherited, InheritError> {
     std::env::remove_var("LISTEN_FDS_FIRST_FD");
     std::env::remove_var("LISTEN_FDNAMES");
     let socket = take(&mut fds, 0).map_err(InheritError::NoCyrusListener)?;
-    // The pipe is opened anew through /proc (no descriptor number is taken
-    // over), non-blocking.
-    let path = format!("/proc/self/fd/{CYRUS_STATUS_FD}");
-    let pipe = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| InheritError::NoCyrusStatus(e.to_string()))?;
+    // A duplicate of the pipe, non-blocking (master never writes to it).
+    let status = |e: filedescriptor::Error| InheritError::NoCyrusStatus(e.to_string());
+    let mut fd = filedescriptor::FileDescriptor::dup(&CYRUS_STATUS_FD).map_err(status)?;
+    fd.set_non_blocking(true).map_err(status)?;
+    let pipe = fd.as_file().map_err(status)?;
     match pipe.metadata() {
         Ok(m) if m.file_type().is_fifo() => {}
         Ok(_) => return Err(InheritError::NoCyrusStatus("not a pipe".into())),
