@@ -85,7 +85,8 @@ fn mupdated_under_cyrus_master_serves_a_murder_and_is_never_respawned() {
         m.ws.syslog_lines().into_iter().filter(|l| l.contains(&pid) && (l.contains("exited") || l.contains("signaled"))).collect();
     assert!(exits.is_empty(), "master saw mupdated exit: {exits:?}");
     // mupdated logged its inherited listener once: it started once.
-    let output = std::fs::read_to_string(&m.master.mupdated_log().expect("mupdated's log file")).unwrap_or_default();
+    let log = m.master.mupdated_log().expect("mupdated's log file");
+    let output = std::fs::read_to_string(log).unwrap_or_default();
     assert_eq!(output.matches("listening kind=\"cyrus-master\"").count(), 1, "{output}");
     assert!(output.contains("--inherit-cyrus: ignoring Cyrus's arguments"), "{output}");
 }
