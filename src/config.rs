@@ -602,6 +602,26 @@ role = "admin"
     }
 
     #[test]
+    fn listener_keys_have_defaults_and_are_checked() {
+        let c = Config::parse("").unwrap();
+        assert_eq!((c.listen.clone(), c.listen_unix.len(), c.unix_peer_admin), (None, 0, false));
+        assert_eq!(c.unix_mode(), Ok(0o660));
+        // Absent `listen`: the default only when nothing else listens.
+        assert_eq!(c.tcp_listen(0), default_listen());
+        assert!(c.tcp_listen(2).is_empty());
+        let given = Config::parse("listen = [\"127.0.0.1:1\"]").unwrap();
+        assert_eq!(given.tcp_listen(2), vec!["127.0.0.1:1".parse().unwrap()]);
+        // An empty list parses: the start refuses it when nothing else listens.
+        assert!(Config::parse("listen = []").unwrap().tcp_listen(0).is_empty());
+        assert_eq!(Config::parse("unix_socket_mode = \"600\"").unwrap().unix_mode(), Ok(0o600));
+        for bad in ["", "66", "06600", "0668", "rw-", "1777"] {
+            assert!(Config::parse(&format!("unix_socket_mode = \"{bad}\"")).is_err(), "{bad:?}");
+        }
+        assert!(Config::parse("listen_unix = [\"\"]").is_err());
+        assert!(Config::parse("listen_unix = [\"/a\", \"/a\"]").is_err());
+    }
+
+    #[test]
     fn allow_list_matches_networks() {
         let c = Config::parse("allow = [\"10.0.0.0/8\", \"192.168.1.7\", \"2001:db8::/32\"]").unwrap();
         let ok = |s: &str| c.allows(s.parse().unwrap());

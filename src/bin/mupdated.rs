@@ -174,6 +174,16 @@ fn main() -> ExitCode {
         };
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e @ mupdated::net::ServerError::Store { .. }) if args.inherit_cyrus => {
+                // `listen=3905` makes master open one socket per address
+                // family (ipv4, ipv6) and start a process for each; only
+                // one can hold the directory.
+                fail(&format!(
+                    "{e} (is another mupdated serving this data_dir? With listen=PORT, Cyrus's master starts one \
+                     process per address family: give the SERVICES entry one address, e.g. listen=\"0.0.0.0:3905\")"
+                ));
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 fail(&e);
                 ExitCode::FAILURE
