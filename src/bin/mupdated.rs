@@ -204,3 +204,46 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn cyrus_arguments_are_dropped_and_ours_kept() {
+        let (kept, dropped) = without_cyrus_args(args(&[
+            "/usr/sbin/mupdated",
+            "-C",
+            "/etc/imapd.conf",
+            "--config",
+            "/etc/mupdated.toml",
+            "-U",
+            "30",
+            "--inherit-cyrus",
+            "-m",
+            "-D",
+            "--log=debug",
+            "--log-file",
+            "/var/log/m.log",
+            "stray",
+        ]));
+        let want = [
+            "/usr/sbin/mupdated",
+            "--config",
+            "/etc/mupdated.toml",
+            "--inherit-cyrus",
+            "--log=debug",
+            "--log-file",
+            "/var/log/m.log",
+        ];
+        assert_eq!(kept, args(&want));
+        assert_eq!(dropped, args(&["-C", "/etc/imapd.conf", "-U", "30", "-m", "-D", "stray"]));
+        let parsed = Args::parse_from(kept);
+        assert!(parsed.inherit_cyrus);
+        assert_eq!(parsed.config, PathBuf::from("/etc/mupdated.toml"));
+    }
+}

@@ -251,10 +251,34 @@ struct Peer {
     /// The TCP address (`None` on a unix socket).
     addr: Option<SocketAddr>,
     /// As logged: the address, or `unix uid=N pid=N`.
-    label: String,
+    label: PeerLabel,
     /// Logged in without AUTHENTICATE (root on a unix socket with
     /// `unix_peer_admin`).
     login: Option<Login>,
+}
+
+/// A peer as logged, formatted only when a line is written.
+enum PeerLabel {
+    Tcp(SocketAddr),
+    Unix { uid: Option<u32>, pid: Option<i32> },
+}
+
+impl std::fmt::Display for PeerLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerLabel::Tcp(a) => write!(f, "{a}"),
+            PeerLabel::Unix { uid, pid } => {
+                write!(f, "unix")?;
+                if let Some(u) = uid {
+                    write!(f, " uid={u}")?;
+                }
+                if let Some(p) = pid {
+                    write!(f, " pid={p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Split an accepted connection; `None` when it is closed at once (a TCP
@@ -269,15 +293,13 @@ fn peer_of(accepted: Accepted, config: &Config) -> Option<Peer> {
             }
             let _ = socket.set_nodelay(true);
             let (r, w) = socket.into_split();
-            Some(Peer { reader: Box::new(r), writer: Box::new(w), addr: Some(addr), label: addr.to_string(), login: None })
+            let label = PeerLabel::Tcp(addr);
+            Some(Peer { reader: Box::new(r), writer: Box::new(w), addr: Some(addr), label, login: None })
         }
         Accepted::Unix(socket) => {
             let cred = socket.peer_cred().ok();
             let uid = cred.as_ref().map(|c| c.uid());
-            let label = match &cred {
-                Some(c) => format!("unix uid={} pid={}", c.uid(), c.pid().map(|p| p.to_string()).unwrap_or("-".into())),
-                None => "unix".to_string(),
-            };
+            let label = PeerLabel::Unix { uid, pid: cred.as_ref().and_then(|c| c.pid()) };
             let login = (config.unix_peer_admin && uid == Some(0)).then(|| Login {
                 user: "root".to_string(),
                 role: Role::Admin,
