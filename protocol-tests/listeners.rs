@@ -108,7 +108,9 @@ async fn a_unix_socket_session_logs_in_finds_and_lists() {
     // The same directory over TCP.
     let mut tcp = crate::server::admin(&server.addr()).await;
     assert!(tcp.find(b"user.u").await.unwrap().is_some());
-    server.stop().await;
+    // (The folder is kept until the check: only the socket file must go.)
+    let dir = server.stop().await;
+    assert!(dir.path().join("data").exists());
     assert!(!path.exists(), "a clean stop removes the socket file");
 }
 
@@ -258,13 +260,20 @@ async fn systemd_socket_activation_serves_every_passed_listener() {
         .expect("start systemd-socket-activate");
     let _daemon = Daemon(child);
     // It listens at once and starts mupdated at the first connection.
+    // Within WAIT in all: a connection refused (not listening yet) is
+    // tried again, a greeting that does not come fails the test.
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut tcp = None;
-    for _ in 0..200 {
-        if let Ok(c) = Client::connect(&addr, WAIT).await {
-            tcp = Some(c.0);
-            break;
+    while tokio::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match Client::connect(&addr, left).await {
+            Ok(c) => {
+                tcp = Some(c.0);
+                break;
+            }
+            Err(mupdated::tools::client::ClientError::Io(_)) => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(_) => break,
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let mut tcp =
         tcp.unwrap_or_else(|| panic!("no greeting on {addr}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
