@@ -42,3 +42,4 @@ mod differential;
 mod harness;
 mod facts;
 mod scenarios;
+mod under_master;

@@ -321,7 +321,12 @@ scenario!(frontend_follows);
 const SLAVE_CATCH_UP: Duration = Duration::from_secs(30);
 
 fn frontend_follows(kind: MasterKind) {
-    let m = Murder::start(kind, 2, true);
+    frontend_follows_in(&Murder::start(kind, 2, true));
+}
+
+/// Scenario c's steps in a running murder of two backends and a frontend
+/// (also run with mupdated under a Cyrus master: conformance/under_master.rs).
+pub(crate) fn frontend_follows_in(m: &Murder) {
     let (b1, b2, fe) = (m.backend(0), m.backend(1), m.frontend());
     let mut mu = m.master.login();
 

@@ -62,4 +62,5 @@ mod powercut;
 mod integrity;
 mod fuzz_smoke;
 mod limits;
+mod listeners;
 mod replay;

@@ -48,8 +48,15 @@ pub struct ReplicaGroupConfig {
     pub primary: Option<String>,
 }
 
-fn default_listen() -> Vec<SocketAddr> {
+/// The TCP address used when `listen` is absent and no other listener is
+/// configured or inherited: Cyrus's mupdate port, on loopback only.
+pub fn default_listen() -> Vec<SocketAddr> {
     vec!["127.0.0.1:3905".parse().expect("literal address")]
+}
+fn default_unix_socket_mode() -> String {
+    // Owner and group (the cyrus user and mail group), as Cyrus's own
+    // lmtp and idle sockets are used; nobody else.
+    "0660".to_string()
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
@@ -179,9 +186,20 @@ fn default_max_unauthenticated_message() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Addresses to listen on.
-    #[serde(default = "default_listen")]
-    pub listen: Vec<SocketAddr>,
+    /// TCP addresses to listen on. Absent: 127.0.0.1:3905, unless another
+    /// listener (unix socket, inherited) exists; see [`Config::tcp_listen`].
+    #[serde(default)]
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Unix socket paths to listen on (same protocol).
+    #[serde(default)]
+    pub listen_unix: Vec<PathBuf>,
+    /// Permissions of the unix sockets, octal digits (`"0660"`).
+    #[serde(default = "default_unix_socket_mode")]
+    pub unix_socket_mode: String,
+    /// Connections on a unix socket whose peer is root (SO_PEERCRED uid 0)
+    /// are logged in as admin without AUTHENTICATE.
+    #[serde(default)]
+    pub unix_peer_admin: bool,
     /// Folder of the database (relative to the working directory).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -305,8 +323,19 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.listen.is_empty() {
-            return invalid("listen: at least one address is needed".into());
+        // An empty `listen` is checked at start, once inherited listeners
+        // (Cyrus's master, systemd) are counted: see [`Config::tcp_listen`].
+        if let Err(e) = self.unix_mode() {
+            return invalid(e);
+        }
+        let mut paths = std::collections::HashSet::new();
+        for p in &self.listen_unix {
+            if p.as_os_str().is_empty() {
+                return invalid("listen_unix: a path is empty".into());
+            }
+            if !paths.insert(p) {
+                return invalid(format!("listen_unix: {} is listed twice", p.display()));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for u in &self.users {
@@ -394,6 +423,32 @@ impl Config {
             return invalid("command_timeout and login_timeout must be above 0".into());
         }
         Ok(())
+    }
+
+    /// The TCP addresses to bind: `listen` as given, or when it is absent
+    /// and there is no other listener (`other_listeners`: unix sockets and
+    /// inherited ones), the default 127.0.0.1:3905.
+    pub fn tcp_listen(&self, other_listeners: usize) -> Vec<SocketAddr> {
+        match &self.listen {
+            Some(l) => l.clone(),
+            None if other_listeners == 0 => default_listen(),
+            None => Vec::new(),
+        }
+    }
+
+    /// `unix_socket_mode` as permission bits: 3 or 4 octal digits, no
+    /// setuid/setgid/sticky bits.
+    pub fn unix_mode(&self) -> Result<u32, String> {
+        let s = self.unix_socket_mode.as_str();
+        let bad = || format!("unix_socket_mode must be octal permissions such as \"0660\", not {s:?}");
+        if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(bad());
+        }
+        let mode = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+        if mode > 0o777 {
+            return Err(bad());
+        }
+        Ok(mode)
     }
 
     /// Connections not logged in that may be open at once.
@@ -544,6 +599,26 @@ role = "admin"
         assert!(with("max_unauthenticated_message = 10").is_err());
         assert!(with("allow = [\"10.0.0.0/33\"]").is_err());
         assert!(with("allow = [\"nonsense\"]").is_err());
+    }
+
+    #[test]
+    fn listener_keys_have_defaults_and_are_checked() {
+        let c = Config::parse("").unwrap();
+        assert_eq!((c.listen.clone(), c.listen_unix.len(), c.unix_peer_admin), (None, 0, false));
+        assert_eq!(c.unix_mode(), Ok(0o660));
+        // Absent `listen`: the default only when nothing else listens.
+        assert_eq!(c.tcp_listen(0), default_listen());
+        assert!(c.tcp_listen(2).is_empty());
+        let given = Config::parse("listen = [\"127.0.0.1:1\"]").unwrap();
+        assert_eq!(given.tcp_listen(2), vec!["127.0.0.1:1".parse().unwrap()]);
+        // An empty list parses: the start refuses it when nothing else listens.
+        assert!(Config::parse("listen = []").unwrap().tcp_listen(0).is_empty());
+        assert_eq!(Config::parse("unix_socket_mode = \"600\"").unwrap().unix_mode(), Ok(0o600));
+        for bad in ["", "66", "06600", "0668", "rw-", "1777"] {
+            assert!(Config::parse(&format!("unix_socket_mode = \"{bad}\"")).is_err(), "{bad:?}");
+        }
+        assert!(Config::parse("listen_unix = [\"\"]").is_err());
+        assert!(Config::parse("listen_unix = [\"/a\", \"/a\"]").is_err());
     }
 
     #[test]

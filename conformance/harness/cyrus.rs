@@ -67,8 +67,7 @@ impl Cyrus {
                 missing.join(", ")
             );
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             panic!("the conformance tests must run as root: Cyrus `master` starts as root and drops to the `cyrus` user");
         }
         let (uid, gid) = user.expect("checked above");
@@ -229,6 +228,12 @@ impl Drop for Workspace {
 pub enum Role {
     /// `mupdate -m`: the reference MUPDATE master.
     MupdateMaster,
+    /// mupdated as the MUPDATE master, run by this `master` from a SERVICES
+    /// entry with `--inherit-cyrus` (and Cyrus's `-C`, which it ignores).
+    MupdatedService {
+        /// mupdated's configuration file.
+        config: PathBuf,
+    },
     /// imapd with `proxyservers`; pushes its list with `ctl_mboxlist -m` at START.
     Backend {
         master: MasterAddr,
@@ -328,6 +333,13 @@ impl Instance {
                     "  mupdate cmd=\"mupdate -C {c} -m\" listen=\"127.0.0.1:{port}\" prefork=1\n"
                 )
             }
+            Role::MupdatedService { config } => format!(
+                "  mupdate cmd=\"{bin} -C {c} --config {mupdated_config} --inherit-cyrus --log-file {log}\" \
+                 listen=\"127.0.0.1:{port}\" prefork=1\n",
+                bin = env!("CARGO_BIN_EXE_mupdated"),
+                mupdated_config = config.display(),
+                log = config.with_file_name("mupdated.log").display(),
+            ),
             Role::Backend {
                 master,
                 mupdate_user,
@@ -440,10 +452,8 @@ impl Instance {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
             if String::from_utf8_lossy(argv0).contains(service) {
-                // SAFETY: a plain syscall on a pid that is a child of our child.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
+                // A pid that is a child of our child.
+                super::process::signal(pid, rustix::process::Signal::KILL);
                 return pid;
             }
         }
@@ -463,7 +473,7 @@ impl Instance {
             self.name, self.servername
         );
         let port = self.port;
-        let is_master = self.role == Role::MupdateMaster;
+        let is_master = matches!(self.role, Role::MupdateMaster | Role::MupdatedService { .. });
         let kick_socket = self.dir.join("conf/socket/mupdate.target");
         let is_frontend = matches!(self.role, Role::Frontend { .. });
         let process = &mut self.process;
@@ -518,6 +528,29 @@ impl Instance {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// The pids of this instance's `master`'s children whose program
+    /// (argv[0]) ends in `program`, e.g. `/mupdated`.
+    pub fn service_pids(&self, program: &str) -> Vec<u32> {
+        let master = self.process.pid();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+                String::from_utf8_lossy(argv0).ends_with(program)
+            })
+            .collect()
+    }
+
+    /// What `master` wrote to its standard output and error (its
+    /// services' too), this start.
+    pub fn output(&self) -> String {
+        self.process.output()
     }
 
     /// False once its `master` has exited (or was stopped).

@@ -23,6 +23,9 @@ pub enum MasterKind {
     /// Already running at `MUPDATE_MASTER=host:port`, logged into with
     /// `MUPDATE_USER`/`MUPDATE_PASSWORD` (default mupdater/secret).
     External,
+    /// This crate's `mupdated`, run by a Cyrus 3.6.1 `master` from a
+    /// cyrus.conf SERVICES entry (`--inherit-cyrus`, prefork=1).
+    MupdatedUnderCyrusMaster,
 }
 
 impl MasterKind {
@@ -92,6 +95,27 @@ impl Master {
                     }),
                 }
             }
+            MasterKind::MupdatedUnderCyrusMaster => {
+                let port = free_port();
+                let (dir, config) = write_mupdated_config(ws, port);
+                // `listen` absent: the socket is master's, handed over.
+                let text = std::fs::read_to_string(&config).expect("read mupdated config");
+                let text: String = text.lines().filter(|l| !l.starts_with("listen =")).map(|l| format!("{l}\n")).collect();
+                std::fs::write(&config, text).expect("write mupdated config");
+                // mupdated runs as the cyrus user there.
+                ws.give_to_cyrus(&dir);
+                ws.give_to_cyrus(&dir.join("data"));
+                let role = Role::MupdatedService { config };
+                let mut inst = Instance::spawn(ws, &format!("m{port}"), role, port);
+                inst.wait_ready();
+                Master {
+                    kind,
+                    addr: MasterAddr::loopback(port),
+                    user: MUPDATE_USER.into(),
+                    password: PASSWORD.into(),
+                    process: Process::Cyrus(Box::new(inst)),
+                }
+            }
             MasterKind::External => {
                 let spec = std::env::var("MUPDATE_MASTER").unwrap_or_else(|_| {
                     panic!("this test needs MUPDATE_MASTER=host:port (the master to test)")
@@ -123,6 +147,17 @@ impl Master {
                 self.kind, self.addr, self.user
             )
         })
+    }
+
+    /// mupdated's log file, when a Cyrus master runs mupdated.
+    pub fn mupdated_log(&self) -> Option<PathBuf> {
+        match &self.process {
+            Process::Cyrus(i) => match &i.role {
+                Role::MupdatedService { config } => Some(config.with_file_name("mupdated.log")),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The `mupdate -m` instance, for a Cyrus master.

@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
+
 /// How long a process gets to exit after SIGTERM before its group gets SIGKILL.
 /// Cyrus `master` stops its children and exits well within a second.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,12 +74,10 @@ impl Running {
         if self.reaped.is_some() {
             return;
         }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signals to our own unreaped child and the group it leads.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::killpg(pid, libc::SIGKILL);
-        }
+        let pid = Pid::from_child(&self.child);
+        // Our own unreaped child and the group it leads.
+        let _ = kill_process(pid, Signal::KILL);
+        let _ = kill_process_group(pid, Signal::KILL);
         self.reaped = self.child.wait().ok();
     }
 
@@ -89,19 +89,15 @@ impl Running {
         if self.reaped.is_some() {
             return;
         }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: plain syscalls on a pid we own and have not reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let pid = Pid::from_child(&self.child);
+        // A pid we own and have not reaped.
+        let _ = kill_process(pid, Signal::TERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline && !exited_without_reaping(pid) {
             sleep(Duration::from_millis(10));
         }
-        // SAFETY: as above; the group is led by our unreaped child.
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
-        }
+        // As above; the group is led by our unreaped child.
+        let _ = kill_process_group(pid, Signal::KILL);
         self.reaped = self.child.wait().ok();
     }
 }
@@ -112,19 +108,19 @@ impl Drop for Running {
     }
 }
 
-/// True once `pid` (our child) has exited; leaves it unreaped.
-fn exited_without_reaping(pid: libc::pid_t) -> bool {
-    // SAFETY: siginfo_t is plain data; waitid only writes into it.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        r != 0 || info.si_pid() != 0
+/// Send `sig` to process `pid` (one this test started, or a child of it);
+/// a pid that is gone already is not an error.
+pub fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, sig);
     }
+}
+
+/// True once `pid` (our child) has exited; leaves it unreaped.
+fn exited_without_reaping(pid: Pid) -> bool {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    // An error (no such child) counts as gone, as does a status.
+    !matches!(waitid(WaitId::Pid(pid), options), Ok(None))
 }
 
 /// Output of a finished short-lived command (ctl_mboxlist and friends).
@@ -169,10 +165,8 @@ pub fn run_bounded(name: &str, mut cmd: Command, scratch: &Path, timeout: Durati
             break status;
         }
         if Instant::now() >= deadline {
-            // SAFETY: signalling our own unreaped child's group.
-            unsafe {
-                libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
-            }
+            // Our own unreaped child's group.
+            let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
             let _ = child.wait();
             panic!("{name} did not finish within {timeout:?}");
         }

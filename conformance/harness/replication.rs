@@ -194,10 +194,8 @@ pub fn add_sync_server(inst: &Instance) -> u16 {
         "unexpected cyrus.conf: {conf}"
     );
     std::fs::write(&path, conf.replacen("SERVICES {\n", &service, 1)).expect("write cyrus.conf");
-    // SAFETY: signalling the Cyrus master this test started, by its pid.
-    unsafe {
-        libc::kill(inst.pid() as libc::pid_t, libc::SIGHUP);
-    }
+    // The Cyrus master this test started, by its pid.
+    super::process::signal(inst.pid(), rustix::process::Signal::HUP);
     wait::until(
         &format!("sync_server of {} to greet on port {port}", inst.name),
         SYNC_SERVER_TIMEOUT,

@@ -68,7 +68,9 @@ pub struct Admission {
 pub struct Slot {
     admission: Arc<Admission>,
     id: u64,
-    peer: IpAddr,
+    /// The peer's address; `None` (a unix socket peer) is under no
+    /// per-address cap or backoff.
+    peer: Option<IpAddr>,
     /// Still counted among the unauthenticated.
     counted: bool,
     /// Given up by an eviction that raced with the login.
@@ -90,11 +92,15 @@ impl Admission {
     }
 
     /// Admit connection `id` (ids must grow) from `peer`, evicting the
-    /// oldest unauthenticated connection when that is what makes room.
-    pub fn admit(self: &Arc<Self>, id: u64, peer: IpAddr) -> Result<Slot, Refusal> {
+    /// oldest unauthenticated connection when that is what makes room. A
+    /// peer without an address (a unix socket) counts against the total
+    /// caps only.
+    pub fn admit(self: &Arc<Self>, id: u64, peer: Option<IpAddr>) -> Result<Slot, Refusal> {
         let mut s = self.lock();
-        if s.per_peer.get(&peer).copied().unwrap_or(0) >= self.caps.max_per_peer {
-            return Err(Refusal::PerPeer);
+        if let Some(peer) = peer {
+            if s.per_peer.get(&peer).copied().unwrap_or(0) >= self.caps.max_per_peer {
+                return Err(Refusal::PerPeer);
+            }
         }
         let full = s.total >= self.caps.max_connections || s.unauthenticated.len() >= self.caps.max_unauthenticated;
         if full {
@@ -110,7 +116,9 @@ impl Admission {
         let (tx, rx) = oneshot::channel();
         s.unauthenticated.insert(id, tx);
         s.total += 1;
-        *s.per_peer.entry(peer).or_insert(0) += 1;
+        if let Some(peer) = peer {
+            *s.per_peer.entry(peer).or_insert(0) += 1;
+        }
         Ok(Slot { admission: self.clone(), id, peer, counted: true, released: false, evicted: Some(rx) })
     }
 
@@ -185,9 +193,8 @@ impl Slot {
         }
     }
 
-    /// The peer address this slot counts against (`max_per_peer`, login
-    /// backoff).
-    pub fn peer(&self) -> IpAddr {
+    /// The peer's address (`None`: a unix socket peer).
+    pub fn peer(&self) -> Option<IpAddr> {
         self.peer
     }
 
@@ -206,10 +213,12 @@ impl Drop for Slot {
         if !given_up {
             s.total = s.total.saturating_sub(1);
         }
-        if let Some(n) = s.per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                s.per_peer.remove(&self.peer);
+        if let Some(peer) = self.peer {
+            if let Some(n) = s.per_peer.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    s.per_peer.remove(&peer);
+                }
             }
         }
     }
@@ -228,6 +237,11 @@ mod tests {
             max_login_backoff: Duration::from_secs(5),
         })
     }
+    impl Admission {
+        fn admit_ip(self: &Arc<Self>, id: u64, peer: IpAddr) -> Result<Slot, Refusal> {
+            self.admit(id, Some(peer))
+        }
+    }
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -235,13 +249,13 @@ mod tests {
     #[tokio::test]
     async fn oldest_stranger_makes_room_and_logins_are_kept() {
         let a = caps(4, 2, 10);
-        let mut s1 = a.admit(1, ip("10.0.0.1")).unwrap();
+        let mut s1 = a.admit_ip(1, ip("10.0.0.1")).unwrap();
         assert!(s1.logged_in());
-        let mut s2 = a.admit(2, ip("10.0.0.2")).unwrap();
-        let s3 = a.admit(3, ip("10.0.0.3")).unwrap();
+        let mut s2 = a.admit_ip(2, ip("10.0.0.2")).unwrap();
+        let s3 = a.admit_ip(3, ip("10.0.0.3")).unwrap();
         assert_eq!(a.counts(), (3, 2));
         // Unauthenticated cap full: 2 (the oldest stranger) is evicted.
-        let s4 = a.admit(4, ip("10.0.0.4")).unwrap();
+        let s4 = a.admit_ip(4, ip("10.0.0.4")).unwrap();
         tokio::time::timeout(Duration::from_millis(100), s2.evicted()).await.expect("2 evicted");
         assert_eq!(a.counts(), (3, 2));
         assert!(!s2.logged_in(), "an evicted connection cannot log in after all");
@@ -251,15 +265,15 @@ mod tests {
         s3.logged_in();
         let mut s4 = s4;
         s4.logged_in();
-        let _s5 = a.admit(5, ip("10.0.0.5")).unwrap();
+        let _s5 = a.admit_ip(5, ip("10.0.0.5")).unwrap();
         assert_eq!(a.counts(), (4, 1));
         // All 4 slots held, one stranger among them: it makes room again.
-        let _s6 = a.admit(6, ip("10.0.0.6")).unwrap();
+        let _s6 = a.admit_ip(6, ip("10.0.0.6")).unwrap();
         assert_eq!(a.counts(), (4, 1));
         let mut s6 = _s6;
         s6.logged_in();
         // Only logins left: refused, and a login is never evicted.
-        assert_eq!(a.admit(7, ip("10.0.0.7")).err(), Some(Refusal::Full));
+        assert_eq!(a.admit_ip(7, ip("10.0.0.7")).err(), Some(Refusal::Full));
         assert!(tokio::time::timeout(Duration::from_millis(50), s1.evicted()).await.is_err());
         drop((s1, s3, s4, s6));
         assert_eq!(a.counts(), (0, 0));
@@ -268,12 +282,25 @@ mod tests {
     #[test]
     fn per_peer_cap_and_release() {
         let a = caps(100, 100, 2);
-        let x = a.admit(1, ip("10.0.0.1")).unwrap();
-        let _y = a.admit(2, ip("10.0.0.1")).unwrap();
-        assert_eq!(a.admit(3, ip("10.0.0.1")).err(), Some(Refusal::PerPeer));
-        assert!(a.admit(4, ip("10.0.0.2")).is_ok());
+        let x = a.admit_ip(1, ip("10.0.0.1")).unwrap();
+        let _y = a.admit_ip(2, ip("10.0.0.1")).unwrap();
+        assert_eq!(a.admit_ip(3, ip("10.0.0.1")).err(), Some(Refusal::PerPeer));
+        assert!(a.admit_ip(4, ip("10.0.0.2")).is_ok());
         drop(x);
-        assert!(a.admit(5, ip("10.0.0.1")).is_ok());
+        assert!(a.admit_ip(5, ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn peers_without_an_address_count_against_the_total_only() {
+        let a = caps(3, 3, 1);
+        // Two unix peers: no per-peer cap of 1 between them.
+        let _x = a.admit(1, None).unwrap();
+        let _y = a.admit(2, None).unwrap();
+        let _z = a.admit_ip(3, ip("10.0.0.1")).unwrap();
+        assert_eq!(a.admit_ip(4, ip("10.0.0.1")).err(), Some(Refusal::PerPeer));
+        assert_eq!(a.counts(), (3, 3));
+        drop(_x);
+        assert_eq!(a.counts(), (2, 2));
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! Listeners, admission (connection caps, allow list), graceful shutdown,
-//! and a start that listens before the store is open.
+//! Listeners (TCP, unix sockets, sockets handed over by Cyrus's master or
+//! systemd: [`listener`], [`inherit`]), admission (connection caps, allow
+//! list), graceful shutdown, and a start that listens before the store is
+//! open.
 
 pub mod admission;
 pub mod connection;
+pub mod inherit;
+pub mod listener;
 pub mod log;
 
 use std::future::Future;
@@ -11,29 +15,51 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::auth::Login;
+use crate::config::{Config, Role};
 use crate::protocol::{encode, Response};
-use crate::session::{Peer, Session};
+use crate::session::{Peer as SessionPeer, Session};
 use crate::store::StoreError;
 use admission::{Admission, Caps, Refusal};
+use inherit::Inherited;
+use listener::{Accepted, Listener, SocketFiles};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The directory could not be opened.
     #[error("cannot open the directory in {path}: {source}")]
-    Store { path: String, source: StoreError },
+    Store {
+        /// The data folder.
+        path: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// A listener could not be set up.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address, path or handed-over descriptor.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The task opening the store ended without an answer.
     #[error("the store could not be opened: its task ended")]
     Opening,
+    /// No listener of any kind.
+    #[error(
+        "no listener: `listen` is empty, `listen_unix` too, and no socket was handed over \
+         (--inherit-cyrus, systemd's LISTEN_FDS); configure at least one"
+    )]
+    NoListener,
 }
 
 /// The shared state once the store is open; `None` while it opens.
@@ -42,7 +68,9 @@ type Ready = watch::Receiver<Option<Arc<App>>>;
 /// A bound server: listening, its store open or still to open.
 pub struct Server {
     config: Config,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// Unix socket files created here, removed at a clean stop.
+    socket_files: SocketFiles,
     shared: Option<Arc<App>>,
 }
 
@@ -52,15 +80,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after an accept error: descriptors free up as connections close.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Bind one address with the configured backlog (tokio's default is 128).
-fn bind_one(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
-    let err = |source| ServerError::Bind { addr, source };
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(backlog).map_err(err)
-}
 
 impl Server {
     /// Bind every listen address, then open the store.
@@ -78,13 +97,42 @@ impl Server {
     /// it, within their login deadline), so that a restart looks to peers
     /// like a slow answer rather than a refused connection.
     pub fn listen(config: Config) -> Result<Server, ServerError> {
-        let listeners = config.listen.iter().map(|a| bind_one(*a, config.listen_backlog)).collect::<Result<_, _>>()?;
-        Ok(Server { config, listeners, shared: None })
+        Server::listen_with(config, Vec::new())
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// [`Server::listen`], serving the sockets handed over by Cyrus's
+    /// master or systemd too. Refuses to start with no listener at all.
+    pub fn listen_with(config: Config, inherited: Vec<Inherited>) -> Result<Server, ServerError> {
+        let mut listeners = Vec::new();
+        for i in inherited {
+            listeners.extend(listener::adopt(i)?);
+        }
+        let mut socket_files = SocketFiles::default();
+        let mode = config.unix_mode().map_err(|e| ServerError::Bind {
+            addr: "unix_socket_mode".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        for path in &config.listen_unix {
+            listeners.push(listener::bind_unix(path, mode)?);
+            socket_files.0.push(path.clone());
+        }
+        for addr in config.tcp_listen(listeners.len()) {
+            listeners.push(listener::bind_tcp(addr, config.listen_backlog)?);
+        }
+        if listeners.is_empty() {
+            return Err(ServerError::NoListener);
+        }
+        Ok(Server { config, listeners, socket_files, shared: None })
+    }
+
+    /// The TCP addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners.iter().filter_map(Listener::tcp_addr).collect()
+    }
+
+    /// Every listener, as logged: its kind and what it listens on.
+    pub fn listeners(&self) -> Vec<(&'static str, String)> {
+        self.listeners.iter().map(|l| (l.kind, l.label.clone())).collect()
     }
 
     /// The shared state, once the store is open.
@@ -96,10 +144,11 @@ impl Server {
     /// gracefully: each finishes the command it is running and gets a BYE.
     /// Opens the store first if [`Server::listen`] made this server; an
     /// error opening it ends the server.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = watch::channel(self.shared.clone());
-        let config = Arc::new(self.config);
+        let labels: Vec<(&'static str, String)> = self.listeners();
+        let config = Arc::new(self.config.clone());
         let admission = Admission::new(Caps {
             max_connections: config.max_connections,
             max_unauthenticated: config.max_unauthenticated(),
@@ -110,7 +159,7 @@ impl Server {
         let ids = Arc::new(AtomicU64::new(1));
         let throttle = Arc::new(Mutex::new(log::Throttle::new(ACCEPT_ERROR_LOG_INTERVAL)));
         let mut acceptors = JoinSet::new();
-        for listener in self.listeners {
+        for listener in std::mem::take(&mut self.listeners) {
             let ctx = AcceptContext {
                 config: config.clone(),
                 ready: ready_rx.clone(),
@@ -120,8 +169,8 @@ impl Server {
             };
             acceptors.spawn(accept_loop(listener, ctx, stop_rx.clone()));
         }
-        for a in config.listen.iter() {
-            info!(listen = %a, "listening");
+        for (kind, label) in &labels {
+            info!(kind, listen = %label, "listening");
         }
         tokio::pin!(shutdown);
         let mut failed = None;
@@ -144,8 +193,8 @@ impl Server {
         if let Some(e) = &failed {
             error!(error = %e, "cannot serve");
         } else if ready_tx.borrow().is_some() {
-            for a in config.listen.iter() {
-                info!(listen = %a, "mupdated ready");
+            for (kind, label) in &labels {
+                info!(kind, listen = %label, "mupdated ready");
             }
             shutdown.await;
         }
@@ -163,6 +212,7 @@ impl Server {
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             warn!("connections still open after the grace period; closing them");
         }
+        self.socket_files.remove();
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
@@ -186,8 +236,30 @@ struct AcceptContext {
     throttle: Arc<Mutex<log::Throttle>>,
 }
 
+/// What a session starts with, whatever its stream.
+struct Start {
+    app: Arc<App>,
+    slot: admission::Slot,
+    login_deadline: Instant,
+    login: Option<Login>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Start {
+    async fn run<S: crate::session::Transport>(self, stream: S, peer: SessionPeer) {
+        let mut session =
+            Session::new(stream, self.app, peer, self.stop).with_slot(self.slot).with_login_deadline(self.login_deadline);
+        if let Some(login) = self.login {
+            info!(user = %login.user, "root on a unix socket: logged in as admin (unix_peer_admin)");
+            session = session.with_login(login);
+        }
+        // No STARTTLS offered yet: the session never hands its stream back.
+        let _ = session.run().await;
+    }
+}
+
 /// Send one line and close, in the background (a refused connection).
-fn refuse(sessions: &mut JoinSet<()>, mut socket: TcpStream, text: &str) {
+fn refuse<S: AsyncWrite + Unpin + Send + 'static>(sessions: &mut JoinSet<()>, mut socket: S, text: &str) {
     let mut out = Vec::new();
     encode::response(&Response::Bye { text: text.as_bytes().to_vec() }, &mut out);
     sessions.spawn(async move {
@@ -195,7 +267,77 @@ fn refuse(sessions: &mut JoinSet<()>, mut socket: TcpStream, text: &str) {
     });
 }
 
-async fn accept_loop(listener: TcpListener, ctx: AcceptContext, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
+/// An accepted connection's stream.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// A connection on its way to a session, with what the logs say of its peer.
+struct Incoming {
+    stream: Stream,
+    /// The TCP address (`None` on a unix socket).
+    addr: Option<SocketAddr>,
+    /// As logged: the address, or `unix uid=N pid=N`.
+    label: PeerLabel,
+    /// Logged in without AUTHENTICATE (root on a unix socket with
+    /// `unix_peer_admin`).
+    login: Option<Login>,
+}
+
+/// A peer as logged, formatted only when a line is written.
+enum PeerLabel {
+    Tcp(SocketAddr),
+    Unix { uid: Option<u32>, pid: Option<i32> },
+}
+
+impl std::fmt::Display for PeerLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerLabel::Tcp(a) => write!(f, "{a}"),
+            PeerLabel::Unix { uid, pid } => {
+                write!(f, "unix")?;
+                if let Some(u) = uid {
+                    write!(f, " uid={u}")?;
+                }
+                if let Some(p) = pid {
+                    write!(f, " pid={p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Split an accepted connection; `None` when it is closed at once (a TCP
+/// peer outside `allow`).
+fn peer_of(accepted: Accepted, config: &Config) -> Option<Incoming> {
+    match accepted {
+        Accepted::Tcp(socket, addr) => {
+            if !config.allows(addr.ip()) {
+                // Not one of the murder's networks: closed without a word.
+                tracing::debug!(peer = %addr, "not in allow, closed");
+                return None;
+            }
+            let _ = socket.set_nodelay(true);
+            let label = PeerLabel::Tcp(addr);
+            Some(Incoming { stream: Stream::Tcp(socket), addr: Some(addr), label, login: None })
+        }
+        Accepted::Unix(socket) => {
+            let cred = socket.peer_cred().ok();
+            let uid = cred.as_ref().map(|c| c.uid());
+            let label = PeerLabel::Unix { uid, pid: cred.as_ref().and_then(|c| c.pid()) };
+            let login = (config.unix_peer_admin && uid == Some(0)).then(|| Login {
+                user: "root".to_string(),
+                role: Role::Admin,
+                identity: crate::store::Identity { servers: None },
+            });
+            Some(Incoming { stream: Stream::Unix(socket), addr: None, label, login })
+        }
+    }
+}
+
+async fn accept_loop(listener: Listener, ctx: AcceptContext, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
     let mut sessions = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -204,7 +346,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptContext, mut stop: watch:
         };
         // Reap finished sessions so the set stays small.
         while sessions.try_join_next().is_some() {}
-        let (socket, peer) = match accepted {
+        let accepted = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors and the like: back off, and say so
@@ -219,27 +361,29 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptContext, mut stop: watch:
             }
         };
         let accepted_at = Instant::now();
-        if !ctx.config.allows(peer.ip()) {
-            // Not one of the murder's networks: closed without a word.
-            tracing::debug!(%peer, "not in allow, closed");
-            drop(socket);
-            continue;
+        let Some(peer) = peer_of(accepted, &ctx.config) else { continue };
+        if let Some(status) = &listener.status {
+            status.connection();
         }
-        let _ = socket.set_nodelay(true);
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
-        let slot = match ctx.admission.admit(id, peer.ip()) {
+        // The per-address caps do not apply to unix peers (no address).
+        let slot = match ctx.admission.admit(id, peer.addr.map(|a| a.ip())) {
             Ok(s) => s,
             Err(r) => {
                 let why = match r {
                     Refusal::Full => "connection limit reached, refusing",
                     Refusal::PerPeer => "connection limit of this peer reached, refusing",
                 };
-                warn!(%peer, "{why}");
-                refuse(&mut sessions, socket, crate::protocol::cyrus::SERVER_UNABLE);
+                warn!(peer = %peer.label, "{why}");
+                let text = crate::protocol::cyrus::SERVER_UNABLE;
+                match peer.stream {
+                    Stream::Tcp(s) => refuse(&mut sessions, s, text),
+                    Stream::Unix(s) => refuse(&mut sessions, s, text),
+                }
                 continue;
             }
         };
-        let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty);
+        let span = tracing::info_span!("conn", id, peer = %peer.label, user = tracing::field::Empty);
         let mut ready = ctx.ready.clone();
         let stop = stop.clone();
         let login_deadline = accepted_at + Duration::from_secs(ctx.config.login_timeout);
@@ -251,12 +395,15 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptContext, mut stop: watch:
                     _ => return,
                 };
                 let Some(shared) = shared else { return };
-                // No STARTTLS offered yet: the session never hands its stream back.
-                let _ = Session::new(socket, shared, Peer::Tcp(peer), stop)
-                    .with_slot(slot)
-                    .with_login_deadline(login_deadline)
-                    .run()
-                    .await;
+                let start = Start { app: shared, slot, login_deadline, login: peer.login, stop };
+                let session_peer = match peer.label {
+                    PeerLabel::Tcp(addr) => SessionPeer::Tcp(addr),
+                    PeerLabel::Unix { uid, .. } => SessionPeer::Unix { uid },
+                };
+                match peer.stream {
+                    Stream::Tcp(s) => start.run(s, session_peer).await,
+                    Stream::Unix(s) => start.run(s, session_peer).await,
+                }
             }
             .instrument(span),
         );

@@ -75,7 +75,7 @@ pub(in crate::session) async fn finish<S: AsyncWrite + Unpin>(
         AuthAnswer::Invalid => return no(out, &tag, INVALID_SASL).await,
     };
     let app = st.app.clone();
-    let peer = st.slot.as_ref().map(|s| (s.admission().clone(), s.peer()));
+    let peer = st.slot.as_ref().and_then(|s| Some((s.admission().clone(), s.peer()?)));
     // A peer address whose logins failed waits before its next check
     // (within the login deadline, which ends the session).
     if let Some(until) = peer.as_ref().and_then(|(a, ip)| a.backoff_until(*ip)) {
