@@ -129,13 +129,22 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },
-    /// Build a new data directory from an export or a backup (offline; DIR must not exist or be empty;
-    /// nothing is left behind on error).
+    /// Build a new data directory from an export or a backup, or from Cyrus's `ctl_mboxlist -d`
+    /// (offline; DIR must not exist or be empty; nothing is left behind on error).
     Import {
         #[arg(long, value_name = "DIR")]
         data_dir: std::path::PathBuf,
-        /// The JSON lines (`mupdatectl export`, or BACKUP/backup.jsonl).
-        file: std::path::PathBuf,
+        /// The JSON lines (`mupdatectl export`, or BACKUP/backup.jsonl); `-` reads stdin.
+        #[arg(required_unless_present = "from_cyrus_dump", conflicts_with = "from_cyrus_dump")]
+        file: Option<std::path::PathBuf>,
+        /// Read the output of Cyrus 3.6's `ctl_mboxlist -d` (taken on the mupdate master) instead;
+        /// `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        from_cyrus_dump: Option<std::path::PathBuf>,
+        /// With --from-cyrus-dump of a backend's dump (its entries name no server): that backend's
+        /// servername.
+        #[arg(long = "server-name", value_name = "NAME", requires = "from_cyrus_dump")]
+        server_name: Option<String>,
         /// Create the database uncompressed (for a configuration with `compression = false`).
         #[arg(long)]
         uncompressed: bool,
@@ -502,13 +511,17 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
                 }
             }
         }
+        Cmd::Import { data_dir, from_cyrus_dump: Some(dump), server_name, uncompressed, .. } => {
+            import_cyrus_dump(data_dir, dump, server_name.as_deref(), !uncompressed)
+        }
         Cmd::Import {
             data_dir,
-            file,
+            file: Some(file),
             uncompressed,
+            ..
         } => {
-            let f = match std::fs::File::open(file) {
-                Ok(f) => std::io::BufReader::new(f),
+            let f = match open_input(file) {
+                Ok(f) => f,
                 Err(e) => {
                     eprintln!("mupdatectl: cannot open {}: {e}", file.display());
                     return Some(ExitCode::from(2));
@@ -559,6 +572,62 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
         }
         _ => return None,
     })
+}
+
+/// A file to read, or stdin for `-`.
+fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+    if path.as_os_str() == "-" {
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())))
+    } else {
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?)))
+    }
+}
+
+/// `mupdatectl import --from-cyrus-dump FILE`: progress at most once a
+/// second, a summary at the end.
+fn import_cyrus_dump(data_dir: &std::path::Path, dump: &std::path::Path, server: Option<&str>, compression: bool) -> ExitCode {
+    use mupdated::store::export;
+    let input = match open_input(dump) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mupdatectl: cannot open {}: {e}", dump.display());
+            return ExitCode::from(2);
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut last = start;
+    let progress = |r: &export::CyrusImported| {
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            eprintln!("mupdatectl: line {}: {} mailboxes so far", r.lines, r.mailboxes);
+        }
+    };
+    let server = server.map(|s| s.as_bytes().to_vec());
+    match export::import_cyrus_dump(data_dir, input, server, compression, progress) {
+        Ok(r) => {
+            eprintln!(
+                "mupdatectl: imported {} mailboxes ({} records: {} active, {} reserved) from {} lines into {} in {:.1} s",
+                r.mailboxes,
+                r.mailboxes,
+                r.mailboxes - r.reserved,
+                r.reserved,
+                r.lines,
+                data_dir.display(),
+                start.elapsed().as_secs_f64()
+            );
+            eprintln!(
+                "mupdatectl: skipped {} entries: {} deleted (tombstones), {} intermediate",
+                r.tombstones + r.intermediates,
+                r.tombstones,
+                r.intermediates
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mupdatectl: import: {}: {e}; nothing was imported", dump.display());
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `mupdatectl backup DIR`: XEXPORT into DIR/backup.jsonl (through a

@@ -397,3 +397,117 @@ fn import_into(
     db.flush().map_err(se)?;
     Ok(r)
 }
+
+/// Build a new directory in `dir.tmp` with `build`, then rename it to
+/// `dir`, which must not exist or be empty: on any error nothing is left
+/// behind (the staging folder is removed).
+fn staged<T>(dir: &Path, build: impl FnOnce(&Path) -> Result<T, ImportError>) -> Result<T, ImportError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(plain(format!("{} is not empty: import only into a new or empty folder", dir.display())));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(plain(format!("cannot read {}: {e}", dir.display()))),
+    }
+    let tmp = staging_dir(dir);
+    if tmp.exists() {
+        return Err(plain(format!("{} exists (left by an interrupted import?): remove it first", tmp.display())));
+    }
+    let result = build(&tmp).and_then(|r| {
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
+        }
+        std::fs::rename(&tmp, dir)
+            .map_err(|e| plain(format!("cannot rename {} to {}: {e}", tmp.display(), dir.display())))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
+        }
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// What an import of a Cyrus dump wrote and skipped.
+#[derive(Debug, Default, Clone)]
+pub struct CyrusImported {
+    /// Lines of the dump read.
+    pub lines: usize,
+    /// Mailboxes written (one record each).
+    pub mailboxes: u64,
+    /// Of those, reserved (`z`) ones.
+    pub reserved: u64,
+    /// Entries that hold no record: tombstones (`d`).
+    pub tombstones: u64,
+    /// Entries that hold no record: intermediates (`i`).
+    pub intermediates: u64,
+}
+
+/// How often (in entries) [`import_cyrus_dump`] reports progress.
+pub const CYRUS_PROGRESS_EVERY: u64 = 10_000;
+
+/// Import the output of Cyrus 3.6's `ctl_mboxlist -d` ([`super::cyrus_dump`])
+/// into `dir`, which must not exist or be empty: each mailbox becomes the
+/// one effective record mupdated holds after that server's ACTIVATE (or
+/// RESERVE, for `z` entries). `server` is the servername of a backend
+/// whose dump this is (its entries name none). Same staging as [`import`]:
+/// on any error (with the dump's line number) nothing is left behind.
+/// `progress` is called every [`CYRUS_PROGRESS_EVERY`] entries.
+pub fn import_cyrus_dump(
+    dir: &Path,
+    input: impl BufRead,
+    server: Option<Vec<u8>>,
+    compression: bool,
+    mut progress: impl FnMut(&CyrusImported),
+) -> Result<CyrusImported, ImportError> {
+    use super::cyrus_dump::{Item, Reader, SkipReason};
+    staged(dir, |tmp| {
+        let se = |e: sled::Error| plain(format!("the new database failed: {e}"));
+        let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(se)?;
+        let mut r = CyrusImported::default();
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut names = std::collections::HashMap::new();
+        let mut reader = Reader::new(input).with_server(server);
+        for item in reader.by_ref() {
+            let (n, item) = item.map_err(|e| at(e.line)(e.message))?;
+            match item {
+                Item::Skipped { reason: SkipReason::Tombstone, .. } => r.tombstones += 1,
+                Item::Skipped { reason: SkipReason::Intermediate, .. } => r.intermediates += 1,
+                Item::Entry(e) => {
+                    let part = key::mailbox_part(&e.name);
+                    if let Some(first) = names.insert(part.clone(), n) {
+                        return Err(at(n)(format!(
+                            "mailbox {:?} appears twice (first on line {first})",
+                            String::from_utf8_lossy(&e.name)
+                        )));
+                    }
+                    if e.state == RecordState::Reserved {
+                        r.reserved += 1;
+                    }
+                    let rec = Record { state: e.state, effective: true, location: e.location, acl: e.acl };
+                    batch.insert(key::name_key(&part), Mailbox { records: vec![rec], conflict: false }.encode());
+                    r.mailboxes += 1;
+                    in_batch += 1;
+                    if in_batch == 10_000 {
+                        db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
+                        in_batch = 0;
+                    }
+                }
+            }
+            if (r.mailboxes + r.tombstones + r.intermediates) % CYRUS_PROGRESS_EVERY == 0 {
+                r.lines = n;
+                progress(&r);
+            }
+        }
+        r.lines = reader.lines();
+        db.apply_batch(batch).map_err(se)?;
+        verify::rebuild(&db, tmp, false).map_err(plain)?;
+        db.flush().map_err(se)?;
+        Ok(r)
+    })
+}
