@@ -41,4 +41,5 @@ mod bench;
 mod differential;
 mod harness;
 mod facts;
+mod migration;
 mod scenarios;
