@@ -19,6 +19,10 @@
 //! string field accepts both forms. `server` is derived from `location`
 //! (before the first `!`) and is there for people and other tools; import
 //! checks it.
+//!
+//! [`import_cyrus_dump`] builds a directory the same way from Cyrus 3.6's
+//! `ctl_mboxlist -d` ([`super::cyrus_dump`] reads it);
+//! docs/architecture/migration.md describes both.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
