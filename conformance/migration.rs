@@ -40,7 +40,10 @@ fn import(data: &std::path::Path, dump: &std::path::Path) -> std::process::Outpu
 fn a_cyrus_master_dump_imports_with_the_same_list() {
     let murder = Murder::start_with(
         MasterKind::Cyrus,
-        Options::new(3, false).backend_option(1, "delete_mode", "immediate"),
+        Options::new(3, false)
+            .backend_option(1, "delete_mode", "immediate")
+            // imapd's own form of the option (a second generic one is fatal).
+            .backend_option(2, "imap_unixhierarchysep", "yes"),
     );
     let (b1, b2, b3) = (murder.backend(0), murder.backend(1), murder.backend(2));
     let master = murder.master.cyrus_instance().expect("a Cyrus master");
@@ -82,26 +85,29 @@ fn a_cyrus_master_dump_imports_with_the_same_list() {
     i2.delete("user.bob.Gone").assert_ok();
     i2.logout();
     let mut i3 = b3.imap();
-    for name in ["user.carol", "user.carol.A", "user.carol.a", "user.carol.A.b", "user.carol.B"] {
+    // b3 speaks `/` (unixhierarchysep): the master, and the dump, still
+    // hold internal names, with `.` between levels and `^` for a typed `.`.
+    for name in ["user/carol", "user/carol/A", "user/carol/a", "user/carol/A/b", "user/carol/B", "user/carol/v1.2"] {
         i3.create(name, None).assert_ok();
     }
     i3.logout();
-    // A name reserved on the master (a CREATE in progress on b3) and one
-    // reserved by hand over MUPDATE.
+    // Names reserved on the master (as by a CREATE in progress on b2).
     let mut m = murder.master.login();
-    let c = m.reserve("user.dave", &b3.location("default")).expect("RESERVE");
+    let c = m.reserve("user.dave", &b2.location("default")).expect("RESERVE");
     assert_eq!(c.status, "OK", "{c:?}");
     let c = m.reserve("shared.pending", &b2.location("p2")).expect("RESERVE");
     assert_eq!(c.status, "OK", "{c:?}");
     let cyrus_list = m.list(None).expect("LIST on Cyrus");
     let names: Vec<&str> = cyrus_list.iter().map(|e| e.name.as_str()).collect();
-    for want in ["user.alice.a b", "user.alice.Gr&APw-n", "user.alice.Old.2023.Q1", "user.bob.&ZeVnLIqe-", "shared.news"] {
+    for want in ["user.carol.A.b", "user.carol.v1^2", "user.alice.a b", "user.alice.Gr&APw-n", "user.alice.Old.2023.Q1", "user.bob.&ZeVnLIqe-", "shared.news"] {
         assert!(names.contains(&want), "{want} not on the Cyrus master: {names:?}");
     }
     assert!(names.iter().any(|n| n.starts_with("DELETED.user.alice.Trash.")), "{names:?}");
     assert!(cyrus_list.iter().any(|e| e.kind == Kind::Reserve), "{cyrus_list:?}");
     let prefix = format!("{}!", b2.servername);
     let cyrus_prefix = m.list(Some(&prefix)).expect("LIST prefix on Cyrus");
+    let b3_prefix = format!("{}!", b3.servername);
+    let cyrus_b3 = m.list(Some(&b3_prefix)).expect("LIST prefix on Cyrus");
     let probes = ["user.alice", "user.alice.a b", "shared.news", "user.dave", "shared.pending", "user.bob.Gone", "nosuch"];
     let cyrus_finds: Vec<Option<Entry>> = probes.iter().map(|n| m.find(n).expect("FIND on Cyrus")).collect();
     drop(m.logout());
@@ -110,6 +116,7 @@ fn a_cyrus_master_dump_imports_with_the_same_list() {
     let text = dump(master);
     assert!(text.starts_with("{\n") && text.trim_end().ends_with('}'), "{text}");
     assert!(text.contains("\"mbtype\": \"erz\""), "a reserved entry in the dump: {text}");
+    assert!(text.contains("\"user.carol.v1^2\": {"), "internal names in the dump: {text}");
     let file = murder.ws.root().join("mailboxes.dump");
     std::fs::write(&file, &text).expect("write the dump");
 
@@ -132,6 +139,31 @@ fn a_cyrus_master_dump_imports_with_the_same_list() {
         assert_eq!(&ours.find(n).expect("FIND on mupdated"), want, "FIND {n}");
     }
     drop(ours.logout());
+
+    // A backend's own dump names no server: given with --server-name, it
+    // imports as what that backend holds on the master (b3 renamed and
+    // deleted nothing, so its part of the master's LIST is exactly that).
+    let backend = dump(b3);
+    assert!(!backend.contains("\"server\""), "a backend's dump names no server: {backend}");
+    let file3 = murder.ws.root().join("b3.dump");
+    std::fs::write(&file3, &backend).expect("write the dump");
+    let port3 = free_port();
+    let (dir3, config3) = write_mupdated_config(&murder.ws, port3);
+    let out = import(&dir3.join("data"), &file3);
+    assert_eq!(out.status.code(), Some(1), "refused without --server-name");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server-name"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_mupdatectl"))
+        .args(["import", "--server-name", &b3.servername, "--data-dir"])
+        .arg(dir3.join("data"))
+        .arg("--from-cyrus-dump")
+        .arg(&file3)
+        .output()
+        .expect("run mupdatectl");
+    assert!(out.status.success(), "{}\n{backend}", String::from_utf8_lossy(&out.stderr));
+    let _mupdated3 = start_mupdated(&dir3, &config3, port3, 0);
+    let mut ours3 = login(&MasterAddr::loopback(port3));
+    assert_eq!(ours3.list(None).expect("LIST"), cyrus_b3, "a backend's dump: {backend}");
+    drop(ours3.logout());
 
     // A dump cut short is refused, with nothing left behind.
     let cut = murder.ws.root().join("cut.dump");

@@ -37,10 +37,10 @@
 //! - `server`, `partition`: the location, as `database_lookup` joins them:
 //!   `server!partition`, or the one that is present. A master's dump has
 //!   `server` on every entry (a MUPDATE location always has one); a
-//!   backend's has none (its mailboxes are local), so a backend's dump
-//!   needs the backend's servername from the operator
-//!   ([`Reader::with_server`]); without it an entry without `server` is an
-//!   error.
+//!   backend's has none (its mailboxes are local; it has a `uniqueid`
+//!   instead, also verified), so a backend's dump needs the backend's
+//!   servername from the operator ([`Reader::with_server`]); without it an
+//!   entry without `server` is an error.
 //! - `acl`: an object identifier -> rights in the order of the ACL string
 //!   (`acl_to_json`), turned back into `id\trights\t...` (the form Cyrus
 //!   sends in MUPDATE). A reserved entry's ACL is dropped: RESERVE carries
@@ -225,7 +225,7 @@ pub fn parse_entry(line: &[u8], default_server: Option<&[u8]>) -> Result<(Item, 
         (None, Some(s)) => s.to_vec(),
         (None, None) => {
             return Err(e("no \"server\": this is a backend's dump (a master's names a server on every entry); \
-                 give that backend's servername with --server"
+                 give that backend's servername with --server-name"
                 .into()))
         }
     };
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(loc(Ok(read_as("{\n\"x\": {\"mbtype\": \"er\", \"server\": \"be1\"}\n}", "be9").unwrap())), "be1");
         let (line, msg) = err_at(backend);
         assert_eq!(line, 2);
-        assert!(msg.contains("--server"), "{msg}");
+        assert!(msg.contains("--server-name"), "{msg}");
         let (_, msg) = err_at("{\n\"x\": {\"mbtype\": \"e\", \"server\": \"a!b\"}\n}\n");
         assert!(msg.contains("`!`"), "{msg}");
     }
