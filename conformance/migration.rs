@@ -165,6 +165,34 @@ fn a_cyrus_master_dump_imports_with_the_same_list() {
     assert_eq!(ours3.list(None).expect("LIST"), cyrus_b3, "a backend's dump: {backend}");
     drop(ours3.logout());
 
+    // A backend keeps tombstones (`d`) of what it renamed or deleted, and
+    // `-y` adds intermediates (`i`, none here: Cyrus 3.6 creates missing
+    // parents as mailboxes): skipped and counted.
+    let with_y = b1.ctl_mboxlist(&["-d", "-y"]);
+    assert!(with_y.success(), "ctl_mboxlist -d -y: {}", with_y.stderr);
+    let flags: Vec<&str> = with_y
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("\"mbtype\": \"").nth(1)?.split('"').next())
+        .collect();
+    let tombstones = flags.iter().filter(|f| f.contains('d')).count();
+    let intermediates = flags.iter().filter(|f| f.contains('i') && !f.contains('d')).count();
+    assert!(tombstones >= 4, "tombstones of user.alice.Archive(.2023(.Q1)) and user.alice.Trash: {}", with_y.stdout);
+    let file1 = murder.ws.root().join("b1.dump");
+    std::fs::write(&file1, &with_y.stdout).expect("write the dump");
+    let out = Command::new(env!("CARGO_BIN_EXE_mupdatectl"))
+        .args(["import", "--server-name", &b1.servername, "--data-dir"])
+        .arg(murder.ws.root().join("b1-import"))
+        .arg("--from-cyrus-dump")
+        .arg(&file1)
+        .output()
+        .expect("run mupdatectl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let counts = format!("{} entries: {tombstones} deleted (tombstones), {intermediates} intermediate", tombstones + intermediates);
+    assert!(err.contains(&counts), "{counts}: {err}\n{}", with_y.stdout);
+    assert!(err.contains(&format!("imported {} mailboxes", flags.len() - tombstones - intermediates)), "{err}");
+
     // A dump cut short is refused, with nothing left behind.
     let cut = murder.ws.root().join("cut.dump");
     let keep = text.lines().count() / 2;

@@ -33,7 +33,10 @@
 //!   entry as RESERVE when `z` is set, else as MAILBOX, whatever its type
 //!   (`database_lookup`, imap/mupdate.c). The importer does the same:
 //!   `z` -> a reserved record, else an active one; `d` and `i` are skipped
-//!   and counted.
+//!   and counted. (Seen on Debian's binaries: a master holds `er` and
+//!   `erz`; a backend `e`, and `ed` tombstones, without partition, of the
+//!   names it renamed or deleted; 3.6 creates missing parents as
+//!   mailboxes, so `i` is rare.)
 //! - `server`, `partition`: the location, as `database_lookup` joins them:
 //!   `server!partition`, or the one that is present. A master's dump has
 //!   `server` on every entry (a MUPDATE location always has one); a
