@@ -254,10 +254,15 @@ fn damaged_input_names_its_line_and_leaves_nothing() {
     ];
     for (i, (args, input, want)) in cases.iter().enumerate() {
         if want.is_empty() {
-            // The control: an undamaged variant imports.
+            // The control: the undamaged input imports.
             let ok = root.path().join(format!("ok{i}"));
-            let o = ctl_stdin(&[&args[..], &["-", "--data-dir", ok.to_str().unwrap()]].concat(), input.as_bytes());
+            let o = ctl_stdin(&[&["--json"], &args[..], &["-", "--data-dir", ok.to_str().unwrap()]].concat(), input.as_bytes());
             assert_eq!(o.status.code(), Some(0), "case {i}: {}", text(&o));
+            if args.len() == 2 {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                assert_eq!(v["mailboxes"], 3, "{v}");
+                assert_eq!(v["skipped"], serde_json::json!({"tombstones": 0, "intermediates": 0}), "{v}");
+            }
             continue;
         }
         // Absent, then existing and empty: both stay as they were.

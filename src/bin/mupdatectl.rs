@@ -512,7 +512,7 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
             }
         }
         Cmd::Import { data_dir, from_cyrus_dump: Some(dump), server_name, uncompressed, .. } => {
-            import_cyrus_dump(data_dir, dump, server_name.as_deref(), !uncompressed)
+            import_cyrus_dump(data_dir, dump, server_name.as_deref(), !uncompressed, args.json)
         }
         Cmd::Import {
             data_dir,
@@ -584,8 +584,14 @@ fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRea
 }
 
 /// `mupdatectl import --from-cyrus-dump FILE`: progress at most once a
-/// second, a summary at the end.
-fn import_cyrus_dump(data_dir: &std::path::Path, dump: &std::path::Path, server: Option<&str>, compression: bool) -> ExitCode {
+/// second, a summary at the end (also as JSON on stdout with `--json`).
+fn import_cyrus_dump(
+    data_dir: &std::path::Path,
+    dump: &std::path::Path,
+    server: Option<&str>,
+    compression: bool,
+    json: bool,
+) -> ExitCode {
     use mupdated::store::export;
     let input = match open_input(dump) {
         Ok(f) => f,
@@ -621,6 +627,15 @@ fn import_cyrus_dump(data_dir: &std::path::Path, dump: &std::path::Path, server:
                 r.tombstones,
                 r.intermediates
             );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"mailboxes": r.mailboxes, "records": r.mailboxes, "active": r.mailboxes - r.reserved,
+                        "reserved": r.reserved, "lines": r.lines,
+                        "skipped": {"tombstones": r.tombstones, "intermediates": r.intermediates},
+                        "seconds": start.elapsed().as_secs_f64()})
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
