@@ -527,7 +527,8 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
                     return Some(ExitCode::from(2));
                 }
             };
-            match export::import(data_dir, f, !uncompressed) {
+            let size = std::fs::metadata(file).ok().filter(|m| m.is_file()).map(|m| m.len());
+            match export::import(data_dir, Progress::new(f, size), !uncompressed) {
                 Ok(r) => {
                     eprintln!(
                         "mupdatectl: imported {} mailboxes and {} replica groups into {}",
@@ -580,6 +581,63 @@ fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRea
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())))
     } else {
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?)))
+    }
+}
+
+/// An input that reports on stderr, at most once a second, how much of it
+/// was read (the jsonl import's progress, whatever reads it).
+struct Progress<R> {
+    inner: R,
+    read: u64,
+    size: Option<u64>,
+    last: std::time::Instant,
+    unchecked: u64,
+}
+
+impl<R> Progress<R> {
+    fn new(inner: R, size: Option<u64>) -> Progress<R> {
+        Progress { inner, read: 0, size, last: std::time::Instant::now(), unchecked: 0 }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.read += n as u64;
+        self.unchecked += n as u64;
+        // The clock is read once per 64 KiB, not per line.
+        if self.unchecked >= 1 << 16 {
+            self.unchecked = 0;
+            if self.last.elapsed() >= Duration::from_secs(1) {
+                self.last = std::time::Instant::now();
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                match self.size {
+                    Some(t) if t > 0 => eprintln!(
+                        "mupdatectl: read {:.0} of {:.0} MiB ({:.0}%)",
+                        mib(self.read),
+                        mib(t),
+                        100.0 * self.read as f64 / t as f64
+                    ),
+                    _ => eprintln!("mupdatectl: read {:.0} MiB", mib(self.read)),
+                }
+            }
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.advance(n);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Progress<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.advance(amt);
     }
 }
 
