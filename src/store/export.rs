@@ -402,10 +402,18 @@ fn import_into(
     Ok(r)
 }
 
-/// Build a new directory in `dir.tmp` with `build`, then rename it to
-/// `dir`, which must not exist or be empty: on any error nothing is left
-/// behind (the staging folder is removed).
-fn staged<T>(dir: &Path, build: impl FnOnce(&Path) -> Result<T, ImportError>) -> Result<T, ImportError> {
+/// The import path every input format feeds: `feed` hands each mailbox
+/// to the [`ImportSink`], which writes it in batches into `dir.tmp`; the
+/// indexes, summaries and seal are then built from the records and the
+/// folder renamed to `dir`, which must not exist or be empty. On any error
+/// (`feed`'s included) the staging folder is removed and nothing is left.
+/// ([`import`] has the same steps inline; once the import path moves to
+/// the storage seam both feed one such function.)
+pub fn import_with(
+    dir: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -419,7 +427,7 @@ fn staged<T>(dir: &Path, build: impl FnOnce(&Path) -> Result<T, ImportError>) ->
     if tmp.exists() {
         return Err(plain(format!("{} exists (left by an interrupted import?): remove it first", tmp.display())));
     }
-    let result = build(&tmp).and_then(|r| {
+    let result = build_with(&tmp, compression, feed).and_then(|r| {
         if dir.exists() {
             std::fs::remove_dir(dir).map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
         }
@@ -434,6 +442,54 @@ fn staged<T>(dir: &Path, build: impl FnOnce(&Path) -> Result<T, ImportError>) ->
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Where an import writes: a fresh database in the staging folder.
+pub struct ImportSink {
+    db: sled::Db,
+    batch: sled::Batch,
+    in_batch: usize,
+    names: std::collections::HashSet<Vec<u8>>,
+    r: Imported,
+}
+
+fn sink_error(e: sled::Error) -> ImportError {
+    plain(format!("the new database failed: {e}"))
+}
+
+impl ImportSink {
+    /// One mailbox (`line`: where the input had it, for the error when the
+    /// name was given twice). Its records are oldest first, at most one
+    /// effective.
+    pub(crate) fn mailbox(&mut self, line: usize, name: &[u8], m: &Mailbox) -> Result<(), ImportError> {
+        let part = key::mailbox_part(name);
+        if !self.names.insert(part.clone()) {
+            return Err(at(line)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(name))));
+        }
+        self.r.mailboxes += 1;
+        self.batch.insert(key::name_key(&part), m.encode());
+        self.in_batch += 1;
+        if self.in_batch == 10_000 {
+            self.db.apply_batch(std::mem::take(&mut self.batch)).map_err(sink_error)?;
+            self.in_batch = 0;
+        }
+        Ok(())
+    }
+}
+
+fn build_with(
+    tmp: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
+    let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(sink_error)?;
+    let mut sink = ImportSink { db, batch: sled::Batch::default(), in_batch: 0, names: Default::default(), r: Imported::default() };
+    feed(&mut sink)?;
+    let ImportSink { db, batch, r, .. } = sink;
+    db.apply_batch(batch).map_err(sink_error)?;
+    verify::rebuild(&db, tmp, false).map_err(plain)?;
+    db.flush().map_err(sink_error)?;
+    Ok(r)
 }
 
 /// What an import of a Cyrus dump wrote and skipped.
@@ -461,8 +517,8 @@ pub const CYRUS_PROGRESS_EVERY: u64 = 1_000;
 /// into `dir`, which must not exist or be empty: each mailbox becomes the
 /// one effective record mupdated holds after that server's ACTIVATE (or
 /// RESERVE, for `z` entries). `server` is the servername of a backend
-/// whose dump this is (its entries name none). Same staging as [`import`]:
-/// on any error (with the dump's line number) nothing is left behind.
+/// whose dump this is (its entries name none). Through [`import_with`]: on
+/// any error (with the dump's line number) nothing is left behind.
 /// `progress` is called every [`CYRUS_PROGRESS_EVERY`] entries.
 pub fn import_cyrus_dump(
     dir: &Path,
@@ -472,13 +528,8 @@ pub fn import_cyrus_dump(
     mut progress: impl FnMut(&CyrusImported),
 ) -> Result<CyrusImported, ImportError> {
     use super::cyrus_dump::{Item, Reader, SkipReason};
-    staged(dir, |tmp| {
-        let se = |e: sled::Error| plain(format!("the new database failed: {e}"));
-        let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(se)?;
-        let mut r = CyrusImported::default();
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        let mut names = std::collections::HashMap::new();
+    let mut r = CyrusImported::default();
+    import_with(dir, compression, |sink| {
         let mut reader = Reader::new(input).with_server(server);
         for item in reader.by_ref() {
             let (n, item) = item.map_err(|e| at(e.line)(e.message))?;
@@ -486,24 +537,12 @@ pub fn import_cyrus_dump(
                 Item::Skipped { reason: SkipReason::Tombstone, .. } => r.tombstones += 1,
                 Item::Skipped { reason: SkipReason::Intermediate, .. } => r.intermediates += 1,
                 Item::Entry(e) => {
-                    let part = key::mailbox_part(&e.name);
-                    if let Some(first) = names.insert(part.clone(), n) {
-                        return Err(at(n)(format!(
-                            "mailbox {:?} appears twice (first on line {first})",
-                            String::from_utf8_lossy(&e.name)
-                        )));
-                    }
                     if e.state == RecordState::Reserved {
                         r.reserved += 1;
                     }
                     let rec = Record { state: e.state, effective: true, location: e.location, acl: e.acl };
-                    batch.insert(key::name_key(&part), Mailbox { records: vec![rec], conflict: false }.encode());
+                    sink.mailbox(n, &e.name, &Mailbox { records: vec![rec], conflict: false })?;
                     r.mailboxes += 1;
-                    in_batch += 1;
-                    if in_batch == 10_000 {
-                        db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
-                        in_batch = 0;
-                    }
                 }
             }
             if (r.mailboxes + r.tombstones + r.intermediates) % CYRUS_PROGRESS_EVERY == 0 {
@@ -512,9 +551,7 @@ pub fn import_cyrus_dump(
             }
         }
         r.lines = reader.lines();
-        db.apply_batch(batch).map_err(se)?;
-        verify::rebuild(&db, tmp, false).map_err(plain)?;
-        db.flush().map_err(se)?;
-        Ok(r)
-    })
+        Ok(())
+    })?;
+    Ok(r)
 }
