@@ -252,6 +252,9 @@ fn damaged_input_names_its_line_and_leaves_nothing() {
         (vec!["import", "--from-cyrus-dump"], damage(&dump, 3, dump[1]), "line 3: mailbox \"user.a\" appears twice"),
         (vec!["import", "--from-cyrus-dump"], dump[..3].join("\n"), "line 3: the dump ends before its closing `}`"),
     ];
+    // --server-name is for a backend's Cyrus dump only.
+    let o = ctl_stdin(&["import", "--server-name", "be1", "-", "--data-dir", root.path().join("u").to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     for (i, (args, input, want)) in cases.iter().enumerate() {
         if want.is_empty() {
             // The control: the undamaged input imports.

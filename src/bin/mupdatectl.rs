@@ -514,6 +514,10 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
         Cmd::Import { data_dir, from_cyrus_dump: Some(dump), server_name, uncompressed, .. } => {
             import_cyrus_dump(data_dir, dump, server_name.as_deref(), !uncompressed, args.json)
         }
+        Cmd::Import { server_name: Some(_), .. } => {
+            eprintln!("mupdatectl: --server-name goes with --from-cyrus-dump (an export names its servers)");
+            ExitCode::from(2)
+        }
         Cmd::Import {
             data_dir,
             file: Some(file),
