@@ -49,6 +49,14 @@
 //!   sends in MUPDATE). A reserved entry's ACL is dropped: RESERVE carries
 //!   none.
 //!
+//! What the dump cannot carry, and so the import cannot restore: an ACL
+//! string without its final tab (Cyrus's backends always send one), an
+//! identifier given twice in one ACL (the object keeps one), ACL entries
+//! that are not UTF-8 (jansson leaves them out), and a mailbox whose name
+//! is not UTF-8 (jansson refuses the entry and `dump_cb` prints only its
+//! separator: a line with a lone `,`, which the reader refuses with that
+//! line).
+//!
 //! `mtime`, `uidvalidity`, the modseqs, `uniqueid`, `legacy_specialuse` and
 //! `name_history` are not part of what MUPDATE holds and are ignored; so is
 //! any field a later Cyrus adds. The text format of Cyrus 3.4 and older
@@ -359,6 +367,15 @@ impl<R: BufRead> Iterator for Reader<R> {
                     }
                     self.place = Place::Done;
                 }
+                Place::Body { .. } if trimmed == b"," => {
+                    // `dump_cb` prints its separator and then nothing when
+                    // jansson refused the entry (a name not UTF-8).
+                    return self.err(
+                        "an empty entry: ctl_mboxlist could not write one mailbox here (a name that is not \
+                         UTF-8?); it is not in the dump"
+                            .into(),
+                    );
+                }
                 Place::Body { more, entries } => {
                     if entries && !more {
                         return self.err("no `,` after the entry on the line before".into());
@@ -539,6 +556,7 @@ mod tests {
             (&format!("{{\n{good},\n\"b\": {{\"mbtype\": \"e\", \"server\": \"s\"}} x\n}}\n"), 3, "text after"),
             (&format!("{{\n{good},\n\"\": {{\"mbtype\": \"e\", \"server\": \"s\"}}\n}}\n"), 3, "empty name"),
             (&format!("{{\n{good}\n}}\n{{\n"), 4, "after the dump's closing"),
+            (&format!("{{\n{good},\n,\n{good}\n}}\n"), 3, "an empty entry"),
         ] {
             match read(text) {
                 Err(e) => {
