@@ -41,5 +41,6 @@ mod bench;
 mod differential;
 mod harness;
 mod facts;
+mod migration;
 mod scenarios;
 mod under_master;

@@ -52,6 +52,7 @@ transcripts!(
 
 mod bench_smoke;
 mod cli;
+mod cli_migrate;
 mod connections;
 mod daemon_limits;
 mod robustness;

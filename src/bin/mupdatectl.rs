@@ -129,13 +129,22 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },
-    /// Build a new data directory from an export or a backup (offline; DIR must not exist or be empty;
-    /// nothing is left behind on error).
+    /// Build a new data directory from an export or a backup, or from Cyrus's `ctl_mboxlist -d`
+    /// (offline; DIR must not exist or be empty; nothing is left behind on error).
     Import {
         #[arg(long, value_name = "DIR")]
         data_dir: std::path::PathBuf,
-        /// The JSON lines (`mupdatectl export`, or BACKUP/backup.jsonl).
-        file: std::path::PathBuf,
+        /// The JSON lines (`mupdatectl export`, or BACKUP/backup.jsonl); `-` reads stdin.
+        #[arg(required_unless_present = "from_cyrus_dump", conflicts_with = "from_cyrus_dump")]
+        file: Option<std::path::PathBuf>,
+        /// Read the output of Cyrus 3.6's `ctl_mboxlist -d` (taken on the mupdate master) instead;
+        /// `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        from_cyrus_dump: Option<std::path::PathBuf>,
+        /// With --from-cyrus-dump of a backend's dump (its entries name no server): that backend's
+        /// servername.
+        #[arg(long = "server-name", value_name = "NAME", requires = "from_cyrus_dump")]
+        server_name: Option<String>,
         /// Create the database uncompressed (for a configuration with `compression = false`).
         #[arg(long)]
         uncompressed: bool,
@@ -502,19 +511,28 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
                 }
             }
         }
+        Cmd::Import { data_dir, from_cyrus_dump: Some(dump), server_name, uncompressed, .. } => {
+            import_cyrus_dump(data_dir, dump, server_name.as_deref(), !uncompressed, args.json)
+        }
+        Cmd::Import { server_name: Some(_), .. } => {
+            eprintln!("mupdatectl: --server-name goes with --from-cyrus-dump (an export names its servers)");
+            ExitCode::from(2)
+        }
         Cmd::Import {
             data_dir,
-            file,
+            file: Some(file),
             uncompressed,
+            ..
         } => {
-            let f = match std::fs::File::open(file) {
-                Ok(f) => std::io::BufReader::new(f),
+            let f = match open_input(file) {
+                Ok(f) => f,
                 Err(e) => {
                     eprintln!("mupdatectl: cannot open {}: {e}", file.display());
                     return Some(ExitCode::from(2));
                 }
             };
-            match export::import(data_dir, f, !uncompressed) {
+            let size = std::fs::metadata(file).ok().filter(|m| m.is_file()).map(|m| m.len());
+            match export::import(data_dir, Progress::new(f, size), !uncompressed) {
                 Ok(r) => {
                     eprintln!(
                         "mupdatectl: imported {} mailboxes and {} replica groups into {}",
@@ -559,6 +577,134 @@ fn run_offline(args: &Args) -> Option<ExitCode> {
         }
         _ => return None,
     })
+}
+
+/// A file to read, or stdin for `-`.
+fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+    if path.as_os_str() == "-" {
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())))
+    } else {
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?)))
+    }
+}
+
+/// An input that reports on stderr, at most once a second, how much of it
+/// was read (the jsonl import's progress, whatever reads it).
+struct Progress<R> {
+    inner: R,
+    read: u64,
+    size: Option<u64>,
+    last: std::time::Instant,
+    unchecked: u64,
+}
+
+impl<R> Progress<R> {
+    fn new(inner: R, size: Option<u64>) -> Progress<R> {
+        Progress { inner, read: 0, size, last: std::time::Instant::now(), unchecked: 0 }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.read += n as u64;
+        self.unchecked += n as u64;
+        // The clock is read once per 64 KiB, not per line.
+        if self.unchecked >= 1 << 16 {
+            self.unchecked = 0;
+            if self.last.elapsed() >= Duration::from_secs(1) {
+                self.last = std::time::Instant::now();
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                match self.size {
+                    Some(t) if t > 0 => eprintln!(
+                        "mupdatectl: read {:.0} of {:.0} MiB ({:.0}%)",
+                        mib(self.read),
+                        mib(t),
+                        100.0 * self.read as f64 / t as f64
+                    ),
+                    _ => eprintln!("mupdatectl: read {:.0} MiB", mib(self.read)),
+                }
+            }
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.advance(n);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Progress<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.advance(amt);
+    }
+}
+
+/// `mupdatectl import --from-cyrus-dump FILE`: progress at most once a
+/// second, a summary at the end (also as JSON on stdout with `--json`).
+fn import_cyrus_dump(
+    data_dir: &std::path::Path,
+    dump: &std::path::Path,
+    server: Option<&str>,
+    compression: bool,
+    json: bool,
+) -> ExitCode {
+    use mupdated::store::export;
+    let input = match open_input(dump) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mupdatectl: cannot open {}: {e}", dump.display());
+            return ExitCode::from(2);
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut last = start;
+    let progress = |r: &export::CyrusImported| {
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            eprintln!("mupdatectl: line {}: {} mailboxes so far", r.lines, r.mailboxes);
+        }
+    };
+    let server = server.map(|s| s.as_bytes().to_vec());
+    match export::import_cyrus_dump(data_dir, input, server, compression, progress) {
+        Ok(r) => {
+            eprintln!(
+                "mupdatectl: imported {} mailboxes ({} records: {} active, {} reserved) from {} lines into {} in {:.1} s",
+                r.mailboxes,
+                r.mailboxes,
+                r.mailboxes - r.reserved,
+                r.reserved,
+                r.lines,
+                data_dir.display(),
+                start.elapsed().as_secs_f64()
+            );
+            eprintln!(
+                "mupdatectl: skipped {} entries: {} deleted (tombstones), {} intermediate",
+                r.tombstones + r.intermediates,
+                r.tombstones,
+                r.intermediates
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"mailboxes": r.mailboxes, "records": r.mailboxes, "active": r.mailboxes - r.reserved,
+                        "reserved": r.reserved, "lines": r.lines,
+                        "skipped": {"tombstones": r.tombstones, "intermediates": r.intermediates},
+                        "seconds": start.elapsed().as_secs_f64()})
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mupdatectl: import: {}: {e}; nothing was imported", dump.display());
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `mupdatectl backup DIR`: XEXPORT into DIR/backup.jsonl (through a

@@ -19,6 +19,10 @@
 //! string field accepts both forms. `server` is derived from `location`
 //! (before the first `!`) and is there for people and other tools; import
 //! checks it.
+//!
+//! [`import_cyrus_dump`] builds a directory the same way from Cyrus 3.6's
+//! `ctl_mboxlist -d` ([`super::cyrus_dump`] reads it);
+//! docs/architecture/migration.md describes both.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -395,5 +399,159 @@ fn import_into(
     db.apply_batch(batch).map_err(se)?;
     verify::rebuild(&db, tmp, false).map_err(plain)?;
     db.flush().map_err(se)?;
+    Ok(r)
+}
+
+/// The import path every input format feeds: `feed` hands each mailbox
+/// to the [`ImportSink`], which writes it in batches into `dir.tmp`; the
+/// indexes, summaries and seal are then built from the records and the
+/// folder renamed to `dir`, which must not exist or be empty. On any error
+/// (`feed`'s included) the staging folder is removed and nothing is left.
+/// ([`import`] has the same steps inline; once the import path moves to
+/// the storage seam both feed one such function.)
+pub fn import_with(
+    dir: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(plain(format!("{} is not empty: import only into a new or empty folder", dir.display())));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(plain(format!("cannot read {}: {e}", dir.display()))),
+    }
+    let tmp = staging_dir(dir);
+    if tmp.exists() {
+        return Err(plain(format!("{} exists (left by an interrupted import?): remove it first", tmp.display())));
+    }
+    let result = build_with(&tmp, compression, feed).and_then(|r| {
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
+        }
+        std::fs::rename(&tmp, dir)
+            .map_err(|e| plain(format!("cannot rename {} to {}: {e}", tmp.display(), dir.display())))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
+        }
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Where an import writes: a fresh database in the staging folder.
+pub struct ImportSink {
+    db: sled::Db,
+    batch: sled::Batch,
+    in_batch: usize,
+    names: std::collections::HashSet<Vec<u8>>,
+    r: Imported,
+}
+
+fn sink_error(e: sled::Error) -> ImportError {
+    plain(format!("the new database failed: {e}"))
+}
+
+impl ImportSink {
+    /// One mailbox (`line`: where the input had it, for the error when the
+    /// name was given twice). Its records are oldest first, at most one
+    /// effective.
+    pub(crate) fn mailbox(&mut self, line: usize, name: &[u8], m: &Mailbox) -> Result<(), ImportError> {
+        let part = key::mailbox_part(name);
+        if !self.names.insert(part.clone()) {
+            return Err(at(line)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(name))));
+        }
+        self.r.mailboxes += 1;
+        self.batch.insert(key::name_key(&part), m.encode());
+        self.in_batch += 1;
+        if self.in_batch == 10_000 {
+            self.db.apply_batch(std::mem::take(&mut self.batch)).map_err(sink_error)?;
+            self.in_batch = 0;
+        }
+        Ok(())
+    }
+}
+
+fn build_with(
+    tmp: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
+    let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(sink_error)?;
+    let mut sink = ImportSink { db, batch: sled::Batch::default(), in_batch: 0, names: Default::default(), r: Imported::default() };
+    feed(&mut sink)?;
+    let ImportSink { db, batch, r, .. } = sink;
+    db.apply_batch(batch).map_err(sink_error)?;
+    verify::rebuild(&db, tmp, false).map_err(plain)?;
+    db.flush().map_err(sink_error)?;
+    Ok(r)
+}
+
+/// What an import of a Cyrus dump wrote and skipped.
+#[derive(Debug, Default, Clone)]
+pub struct CyrusImported {
+    /// Lines of the dump read.
+    pub lines: usize,
+    /// Mailboxes written (one record each).
+    pub mailboxes: u64,
+    /// Of those, reserved (`z`) ones.
+    pub reserved: u64,
+    /// Entries that hold no record: tombstones (`d`).
+    pub tombstones: u64,
+    /// Entries that hold no record: intermediates (`i`).
+    pub intermediates: u64,
+}
+
+/// How often (in entries) [`import_cyrus_dump`] reports progress: often
+/// enough for a report every second at sled's rate (measured on 2 shared
+/// cores: 1M entries in 381 s with compression, 100,000 in 4 s without;
+/// the jsonl import takes the same: sled, not the reader, is the cost).
+pub const CYRUS_PROGRESS_EVERY: u64 = 1_000;
+
+/// Import the output of Cyrus 3.6's `ctl_mboxlist -d` ([`super::cyrus_dump`])
+/// into `dir`, which must not exist or be empty: each mailbox becomes the
+/// one effective record mupdated holds after that server's ACTIVATE (or
+/// RESERVE, for `z` entries). `server` is the servername of a backend
+/// whose dump this is (its entries name none). Through [`import_with`]: on
+/// any error (with the dump's line number) nothing is left behind.
+/// `progress` is called every [`CYRUS_PROGRESS_EVERY`] entries.
+pub fn import_cyrus_dump(
+    dir: &Path,
+    input: impl BufRead,
+    server: Option<Vec<u8>>,
+    compression: bool,
+    mut progress: impl FnMut(&CyrusImported),
+) -> Result<CyrusImported, ImportError> {
+    use super::cyrus_dump::{Item, Reader, SkipReason};
+    let mut r = CyrusImported::default();
+    import_with(dir, compression, |sink| {
+        let mut reader = Reader::new(input).with_server(server);
+        for item in reader.by_ref() {
+            let (n, item) = item.map_err(|e| at(e.line)(e.message))?;
+            match item {
+                Item::Skipped { reason: SkipReason::Tombstone, .. } => r.tombstones += 1,
+                Item::Skipped { reason: SkipReason::Intermediate, .. } => r.intermediates += 1,
+                Item::Entry(e) => {
+                    if e.state == RecordState::Reserved {
+                        r.reserved += 1;
+                    }
+                    let rec = Record { state: e.state, effective: true, location: e.location, acl: e.acl };
+                    sink.mailbox(n, &e.name, &Mailbox { records: vec![rec], conflict: false })?;
+                    r.mailboxes += 1;
+                }
+            }
+            if (r.mailboxes + r.tombstones + r.intermediates) % CYRUS_PROGRESS_EVERY == 0 {
+                r.lines = n;
+                progress(&r);
+            }
+        }
+        r.lines = reader.lines();
+        Ok(())
+    })?;
     Ok(r)
 }

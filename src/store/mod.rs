@@ -121,6 +121,7 @@
 
 mod backup;
 mod commit;
+pub mod cyrus_dump;
 #[cfg(test)]
 mod durability_tests;
 mod engine;
