@@ -98,9 +98,8 @@ impl Session {
             AdminVerb::Resolve => {
                 let (name, server) = (args.remove(0), args.remove(0));
                 let outcome = store.resolve(&name, &server).await?;
-                self.shared.hub.publish(&outcome.changes);
-                if let Reply::No(text) = outcome.reply {
-                    self.tagged(tag, Status::No, text).await?;
+                if let Reply::No(r) = outcome.reply {
+                    self.tagged(tag, Status::No, super::commands::refusal_text(r)).await?;
                     return Ok(());
                 }
                 info!(name = %Escaped(&name), server = %Escaped(&server), "conflict resolved");
@@ -122,17 +121,15 @@ impl Session {
                 } else {
                     let server = args.remove(1);
                     let server = if server.is_empty() { None } else { Some(&server[..]) };
-                    let changes = store.set_primary(&group, server).await?;
-                    self.shared.hub.publish(&changes);
-                    info!(group = %Escaped(group.as_bytes()), primary = %Escaped(server.unwrap_or(b"")), changed = changes.len(), "primary set");
+                    let changed = store.set_primary(&group, server).await?;
+                    info!(group = %Escaped(group.as_bytes()), primary = %Escaped(server.unwrap_or(b"")), changed, "primary set");
                 }
             }
             AdminVerb::DeleteRecord => {
                 let (name, location) = (args.remove(0), args.remove(0));
                 let outcome = store.delete_record(&name, &location).await?;
-                self.shared.hub.publish(&outcome.changes);
-                if let Reply::No(text) = outcome.reply {
-                    self.tagged(tag, Status::No, text).await?;
+                if let Reply::No(r) = outcome.reply {
+                    self.tagged(tag, Status::No, super::commands::refusal_text(r)).await?;
                     return Ok(());
                 }
             }

@@ -7,7 +7,7 @@ use crate::net::log::Escaped;
 use crate::protocol::parse::AuthAnswer;
 use crate::protocol::{cyrus, ArgError, Command, Entry, Line, Response, Status, Verb};
 use crate::store::key::server_of;
-use crate::store::{Reply, StoreError, WriteOutcome};
+use crate::store::{Refusal, Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
 const INTERNAL_ERROR: &str = "internal error, see the server log";
@@ -280,11 +280,10 @@ impl Session {
     async fn write_done(&mut self, tag: &[u8], r: Result<WriteOutcome, StoreError>) -> Result<Next, SessionError> {
         match r {
             Ok(outcome) => {
-                // Durable by now: tell the streams, then the writer.
-                self.shared.hub.publish(&outcome.changes);
+                // Durable by now, and the streams were told by the store.
                 match outcome.reply {
                     Reply::Done => self.tagged(tag, Status::Ok, cyrus::DONE).await?,
-                    Reply::No(text) => self.tagged(tag, Status::No, text).await?,
+                    Reply::No(r) => self.tagged(tag, Status::No, refusal_text(r)).await?,
                 }
                 Ok(Next::Continue)
             }
@@ -410,5 +409,16 @@ impl Session {
             }
         }
         Ok(Next::Continue)
+    }
+}
+
+/// The wire text of a refused write (Cyrus's, with its source pointers in
+/// src/protocol/cyrus.rs).
+pub(super) fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::MailboxExists => cyrus::MAILBOX_EXISTS,
+        Refusal::NoSuchMailbox => cyrus::DOESNT_EXIST,
+        Refusal::NotActive => cyrus::NOT_ACTIVE,
+        Refusal::NotServed => cyrus::NOT_SERVED,
     }
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
-use super::engine::GroupState;
+use super::directory::GroupState;
 use super::key;
 use super::model::{Mailbox, Record, RecordState};
 use super::verify;

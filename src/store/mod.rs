@@ -120,46 +120,57 @@
 //!   wins and takes over at open.
 
 mod backup;
-mod commit;
+mod directory;
 #[cfg(test)]
 mod durability_tests;
-mod engine;
+pub mod engine;
 pub mod export;
 pub(crate) mod key;
 mod model;
+#[cfg(test)]
+mod publish_tests;
 pub mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use engine::Rights;
+pub use directory::Rights;
+pub use engine::sled::SledConfig;
+pub use engine::{Engine, EngineError};
 pub use model::RecordState;
-
-/// Answer to a backend login asserting a fact about a server it is not
-/// bound to (this project's rule; Cyrus has no identities).
-pub const NOT_SERVED: &str = "location not served by this login";
 
 /// Number of per-name write locks: enough that unrelated names rarely
 /// share one at a few thousand concurrent writers, small enough to be
 /// negligible memory (1024 * 8 bytes).
 pub const STRIPES: usize = 1024;
 
-/// How to open the store.
+/// How to open the directory: which engine, and its settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Folder of the sled database.
-    pub path: PathBuf,
-    /// sled page cache, bytes.
-    pub cache_capacity: u64,
-    /// Compress what sled writes (zstd): about a third of the disk, for
-    /// some CPU per write (measured in README's benchmark section).
-    pub compression: bool,
-    /// zstd level when `compression` is on (1-22).
-    pub compression_level: i32,
-    /// How much to check at open (verify.rs).
-    pub verify_on_open: verify::VerifyMode,
+    /// The storage engine.
+    pub engine: EngineKind,
+}
+
+/// The storage engines ([`engine`]).
+#[derive(Debug, Clone)]
+pub enum EngineKind {
+    /// sled in a data folder (the default).
+    Sled(SledConfig),
+    /// In memory, durable at once, gone with the process (tests).
+    Memory,
+}
+
+impl StoreConfig {
+    /// The sled engine with these settings.
+    pub fn sled(cfg: SledConfig) -> StoreConfig {
+        StoreConfig { engine: EngineKind::Sled(cfg) }
+    }
+
+    /// The in-memory engine.
+    pub fn memory() -> StoreConfig {
+        StoreConfig { engine: EngineKind::Memory }
+    }
 }
 
 /// A configured replica group.
@@ -180,10 +191,24 @@ pub struct Identity {
 /// The answer a write gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    /// `OK "done"`
+    /// Done (`OK "done"` on the wire).
     Done,
-    /// `NO "<text>"`
-    No(&'static str),
+    /// Refused (`NO` with the refusal's text, which the session chooses).
+    No(Refusal),
+}
+
+/// Why the directory refused a write. The session turns each into its
+/// wire text (Cyrus's, src/protocol/cyrus.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// RESERVE of a name that another server holds.
+    MailboxExists,
+    /// No record of the name at all.
+    NoSuchMailbox,
+    /// The name is held elsewhere, or only reserved, not active here.
+    NotActive,
+    /// A backend login asserted a fact about a server it is not bound to.
+    NotServed,
 }
 
 /// A change of a mailbox's effective record, for UPDATE streams.
@@ -196,11 +221,12 @@ pub struct Change {
     pub servers: Vec<Vec<u8>>,
 }
 
-/// Result of a write, returned only once it is durable.
+/// Result of a write, returned only once it is durable. What it changed
+/// for clients has gone to the streams by then, from the directory itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
+    /// The answer.
     pub reply: Reply,
-    pub changes: Vec<Change>,
 }
 
 /// One record of a mailbox, for admins.
@@ -253,10 +279,15 @@ pub struct Conflict {
     pub others: Vec<Vec<u8>>,
 }
 
+/// What went wrong in the directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage: {0}")]
-    Sled(#[from] sled::Error),
+    /// The engine failed ([`EngineError`]; its durability and
+    /// unavailability become [`StoreError::Durability`] and
+    /// [`StoreError::Unavailable`]).
+    #[error("{0}")]
+    Engine(EngineError),
+    /// A stored value does not decode.
     #[error("corrupt record: {0}")]
     Corrupt(String),
     /// The fsync after a write failed: the write may not survive a crash.
@@ -279,12 +310,24 @@ impl StoreError {
     /// The disk failed (full, I/O error) or the store is reopening after
     /// that: not a bug, and writes resume by themselves when it recovers.
     pub fn is_storage_failure(&self) -> bool {
-        matches!(self, StoreError::Durability(_) | StoreError::Unavailable | StoreError::Sled(sled::Error::Io(_)))
+        matches!(self, StoreError::Durability(_) | StoreError::Unavailable | StoreError::Engine(EngineError::Io(_)))
     }
 }
 
-/// The directory. Cheap to clone; every method may be called concurrently.
+impl From<EngineError> for StoreError {
+    fn from(e: EngineError) -> StoreError {
+        match e {
+            EngineError::Durability(m) => StoreError::Durability(m),
+            EngineError::Unavailable => StoreError::Unavailable,
+            e => StoreError::Engine(e),
+        }
+    }
+}
+
+/// The directory: the facts model and the indexes over a storage engine;
+/// its writes publish their changes to its hub. Cheap to clone; every
+/// method may be called concurrently.
 #[derive(Clone)]
-pub struct Store {
-    inner: Arc<engine::Inner>,
+pub struct Directory {
+    inner: Arc<directory::Inner>,
 }

@@ -43,7 +43,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::engine::{acl_entries, index_value, GroupState};
+use super::directory::{acl_entries, index_value, GroupState};
 use super::key;
 use super::model::Mailbox;
 use super::STRIPES;
