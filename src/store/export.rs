@@ -27,6 +27,8 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
 use super::directory::GroupState;
+use super::engine::sled::SledEngine;
+use super::engine::{Batch, Engine, EngineError};
 use super::key;
 use super::model::{Mailbox, Record, RecordState};
 use super::verify;
@@ -101,7 +103,7 @@ pub struct Exported {
 /// Write every readable record of an (offline) database. `progress` gets
 /// the number of mailboxes written every 100,000.
 pub fn export(
-    db: &sled::Db,
+    db: &dyn Engine,
     out: &mut impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<Exported, String> {
@@ -109,13 +111,13 @@ pub fn export(
     let mut r = Exported::default();
     writeln!(out, "{}", header()).map_err(io)?;
     for (space, is_group) in [(key::GROUPS, true), (key::NAMES, false)] {
-        let mut it = db.scan_prefix([space]);
+        let mut it = db.scan_prefix(&[space]);
         loop {
             let (k, v) = match it.next() {
                 None => break,
                 Some(Ok(kv)) => kv,
                 Some(Err(e)) => {
-                    // sled cannot go on past this point of the tree.
+                    // The engine cannot go on past this point of the tree.
                     r.skipped.push(format!(
                         "the database failed while reading: {e}; what follows it is not exported"
                     ));
@@ -323,14 +325,12 @@ fn import_into(
     input: impl BufRead,
     compression: bool,
 ) -> Result<Imported, ImportError> {
-    let se = |e: sled::Error| plain(format!("the new database failed: {e}"));
-    let db = sled::Config::new()
-        .path(tmp)
-        .use_compression(compression)
-        .open()
-        .map_err(se)?;
+    let se = |e: EngineError| plain(format!("the new database failed: {e}"));
+    // Written through the engine's batches, then indexed, summarised and
+    // sealed by the same rebuild as `mupdatectl rebuild-indexes`.
+    let db = SledEngine::open_raw(sled::Config::new().path(tmp).use_compression(compression), tmp).map_err(se)?;
     let mut r = Imported::default();
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut in_batch = 0;
     let mut names = std::collections::HashSet::new();
     let mut header_seen = false;
@@ -385,15 +385,18 @@ fn import_into(
         }
         in_batch += 1;
         if in_batch == 10_000 {
-            db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
+            db.apply_unnumbered(std::mem::take(&mut batch)).map_err(se)?;
             in_batch = 0;
         }
     }
     if !header_seen {
         return Err(plain("the input is empty (no export header)".into()));
     }
-    db.apply_batch(batch).map_err(se)?;
+    db.apply_unnumbered(batch).map_err(se)?;
     verify::rebuild(&db, tmp, false).map_err(plain)?;
-    db.flush().map_err(se)?;
+    db.sync_now().map_err(se)?;
+    // Closed (its commit thread joined, sled's files released) before the
+    // folder is renamed.
+    drop(db);
     Ok(r)
 }

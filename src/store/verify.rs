@@ -5,9 +5,10 @@
 //! - **Summaries** (`c stripe:u16be` -> count:u64be digest:u64be): per
 //!   write stripe (the per-name lock, [`STRIPES`]), the number of names and
 //!   the wrapping sum of a 64-bit hash of each name key and its value.
-//!   [`Store::update`](super::Store) changes its stripe's summary in the
-//!   same `apply_batch` as the value, under the stripe lock, so no global
-//!   lock is needed and a summary always matches its records in sled.
+//!   [`Directory`](super::Directory)'s read-modify-write changes its
+//!   stripe's summary in the same batch as the value, under the stripe
+//!   lock, so no global lock is needed and a summary always matches its
+//!   records in the engine.
 //!   `c` alone holds the summary format version (1); a directory written
 //!   before summaries existed gets them computed once at open.
 //! - **The seal** (`<data_dir>/mupdated.seal`): written (and fsynced, with
@@ -34,7 +35,10 @@
 //! The expected index entries of a name come from [`index_entries`], used
 //! by the full check and by [`rebuild`]; the rights part is in
 //! [`rights_entries`] alone, so that a new rights-key layout changes one
-//! function here (and the incremental code in `engine.rs`).
+//! function here (and the incremental code in `directory.rs`).
+//!
+//! Everything here reads and writes through the engine seam
+//! ([`Engine`]); the seal and [`open_offline`] are the sled engine's.
 //!
 //! A panic inside sled on a damaged file (seen with a database truncated
 //! by 1 MiB) is caught ([`quietly`]) and becomes the damage message.
@@ -44,6 +48,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::directory::{acl_entries, index_value, GroupState};
+use super::engine::sled::SledEngine;
+use super::engine::{Batch, Engine, EngineError, Scan};
 use super::key;
 use super::model::Mailbox;
 use super::STRIPES;
@@ -266,18 +272,15 @@ pub enum OpenError {
     Damaged(String),
 }
 
-/// Open an existing data directory for an offline tool.
-pub fn open_offline(dir: &Path) -> Result<sled::Db, OpenError> {
+/// Open an existing data directory for an offline tool: the sled engine,
+/// without the checks at open (they are the tool's to run) and without
+/// touching the seal.
+pub fn open_offline(dir: &Path) -> Result<SledEngine, OpenError> {
     let compression = compression_of(dir).map_err(OpenError::NotADirectory)?;
-    let r = quietly(|| {
-        sled::Config::new()
-            .path(dir)
-            .use_compression(compression)
-            .open()
-    })
-    .map_err(OpenError::Damaged)?;
+    let r = quietly(|| SledEngine::open_raw(sled::Config::new().path(dir).use_compression(compression), dir))
+        .map_err(OpenError::Damaged)?;
     r.map_err(|e| match e {
-        sled::Error::Corruption { .. } => OpenError::Damaged(format!("cannot open {}: {e}", dir.display())),
+        EngineError::Corrupt(e) => OpenError::Damaged(format!("cannot open {}: {e}", dir.display())),
         e => {
             let s = e.to_string();
             if s.contains("lock") || s.contains("WouldBlock") || s.contains("temporarily unavailable") {
@@ -361,10 +364,10 @@ pub(crate) fn remove_seal(dir: &Path) -> std::io::Result<()> {
 
 /// The stored summaries, one per stripe (missing ones are empty), and the
 /// problems met reading them.
-fn stored_summaries(db: &sled::Db) -> Result<(Vec<Summary>, Vec<String>), sled::Error> {
+fn stored_summaries(db: &dyn Engine) -> Result<(Vec<Summary>, Vec<String>), EngineError> {
     let mut out = vec![Summary::default(); STRIPES];
     let mut problems = Vec::new();
-    for kv in db.scan_prefix([SUMMARIES]) {
+    for kv in db.scan_prefix(&[SUMMARIES]) {
         let (k, v) = kv?;
         if k.len() == 1 {
             continue;
@@ -393,31 +396,31 @@ fn total(sums: &[Summary]) -> Summary {
 }
 
 /// Sum of the stored summaries (what the seal records at a clean stop).
-pub(crate) fn stored_total(db: &sled::Db) -> Result<Summary, sled::Error> {
+pub(crate) fn stored_total(db: &dyn Engine) -> Result<Summary, EngineError> {
     Ok(total(&stored_summaries(db)?.0))
 }
 
 /// Summaries recomputed from the records.
-fn computed_summaries(db: &sled::Db) -> Result<Vec<Summary>, sled::Error> {
+fn computed_summaries(db: &dyn Engine) -> Result<Vec<Summary>, EngineError> {
     let mut out = vec![Summary::default(); STRIPES];
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv?;
         out[stripe_of(&k[1..])].add(&k, &v);
     }
     Ok(out)
 }
 
-fn write_summaries(db: &sled::Db, sums: &[Summary]) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
+fn write_summaries(db: &dyn Engine, sums: &[Summary]) -> Result<(), EngineError> {
+    let mut batch = Batch::default();
     for (i, s) in sums.iter().enumerate() {
         if *s == Summary::default() {
-            batch.remove(&summary_key(i)[..]);
+            batch.remove(summary_key(i));
         } else {
-            batch.insert(&summary_key(i)[..], &s.encode()[..]);
+            batch.insert(summary_key(i), s.encode());
         }
     }
-    batch.insert(&META_KEY[..], &[SUMMARY_VERSION][..]);
-    db.apply_batch(batch)
+    batch.insert(META_KEY, [SUMMARY_VERSION]);
+    db.apply_unnumbered(batch)
 }
 
 fn lost_text(seal: Summary, now: Summary) -> String {
@@ -448,14 +451,14 @@ fn lost_text(seal: Summary, now: Summary) -> String {
 /// notes worth logging. Writes only when a directory from before summaries
 /// existed gets its summaries.
 pub(crate) fn check_at_open(
-    db: &sled::Db,
+    db: &dyn Engine,
     dir: &Path,
     mode: VerifyMode,
 ) -> Result<Vec<String>, String> {
     let seal = read_seal(dir)?;
     let mut notes = Vec::new();
-    let se = |e: sled::Error| format!("reading the database failed: {e}");
-    let has_meta = db.get(META_KEY).map_err(se)?;
+    let se = |e: EngineError| format!("reading the database failed: {e}");
+    let has_meta = db.get(&META_KEY).map_err(se)?;
     match has_meta.as_deref() {
         Some([SUMMARY_VERSION]) => {}
         Some(v) => return Err(format!("unknown summary format {v:?}")),
@@ -505,9 +508,9 @@ pub(crate) fn check_at_open(
 /// while it recovered is found within seconds of the start, not at the
 /// first read of that name. `Ok(None)`: nothing found, or `stop` was set
 /// (the store is closing). A sled panic on a damaged page is damage too.
-pub(crate) fn read_everything(db: &sled::Db, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
-    let scan = quietly(|| -> Result<Option<String>, sled::Error> {
-        for (n, kv) in db.iter().enumerate() {
+pub(crate) fn read_everything(all: Scan, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
+    let scan = quietly(|| -> Result<Option<String>, EngineError> {
+        for (n, kv) in all.enumerate() {
             if n % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(None);
             }
@@ -568,10 +571,10 @@ fn name_text(part: &[u8]) -> String {
 /// Read every key once and compare everything that can be recomputed.
 /// `progress` gets the number of keys read every 100,000 keys.
 pub fn full_check(
-    db: &sled::Db,
+    db: &dyn Engine,
     dir: &Path,
     mut progress: impl FnMut(u64),
-) -> Result<Report, sled::Error> {
+) -> Result<Report, EngineError> {
     let mut r = Report::default();
     let mut sums = vec![Summary::default(); STRIPES];
     let (mut want_s, mut want_r, mut want_x) =
@@ -582,7 +585,7 @@ pub fn full_check(
     let mut unknown = 0u64;
     let mut bad_groups = 0u64;
     let mut seen = 0u64;
-    for kv in db.iter() {
+    for kv in db.scan_prefix(&[]) {
         let (k, v) = kv?;
         seen += 1;
         if seen % 100_000 == 0 {
@@ -645,7 +648,7 @@ pub fn full_check(
     }
     let (stored, problems) = stored_summaries(db)?;
     r.problems.extend(problems);
-    if db.get(META_KEY)?.is_none() {
+    if db.get(&META_KEY)?.is_none() {
         r.notes.push(
             "no integrity summaries yet (written by an older version; the next open computes them)"
                 .into(),
@@ -710,21 +713,21 @@ pub struct Rebuilt {
     pub dropped: Vec<String>,
 }
 
-fn remove_space(db: &sled::Db, space: u8) -> Result<(), sled::Error> {
+fn remove_space(db: &dyn Engine, space: u8) -> Result<(), EngineError> {
     loop {
-        let keys: Vec<sled::IVec> = db
-            .scan_prefix([space])
-            .keys()
+        let keys: Vec<_> = db
+            .scan_prefix(&[space])
             .take(10_000)
+            .map(|kv| kv.map(|(k, _)| k))
             .collect::<Result<_, _>>()?;
         if keys.is_empty() {
             return Ok(());
         }
-        let mut b = sled::Batch::default();
+        let mut b = Batch::default();
         for k in keys {
             b.remove(k);
         }
-        db.apply_batch(b)?;
+        db.apply_unnumbered(b)?;
     }
 }
 
@@ -733,11 +736,11 @@ fn remove_space(db: &sled::Db, space: u8) -> Result<(), sled::Error> {
 /// now is (the loss of anything already gone is accepted). Refuses when a
 /// value does not decode, unless `drop_undecodable` (then those names are
 /// removed and listed).
-pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebuilt, String> {
-    let se = |e: sled::Error| format!("the database failed: {e}");
+pub fn rebuild(db: &dyn Engine, dir: &Path, drop_undecodable: bool) -> Result<Rebuilt, String> {
+    let se = |e: EngineError| format!("the database failed: {e}");
     let mut out = Rebuilt::default();
     let mut bad = Vec::new();
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv.map_err(se)?;
         let ok = matches!(Mailbox::decode(&v), Ok(m) if !m.records.is_empty())
             && key::name_of_part(&k[1..]).is_some();
@@ -755,17 +758,19 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
         ));
     }
     remove_seal(dir).map_err(|e| format!("cannot remove the seal: {e}"))?;
+    let mut drop_bad = Batch::default();
     for k in bad {
         out.dropped.push(name_text(&k[1..]));
-        db.remove(k).map_err(se)?;
+        drop_bad.remove(k);
     }
+    db.apply_unnumbered(drop_bad).map_err(se)?;
     for space in [key::SERVERS, key::RIGHTS, key::HANDLES, key::CONFLICTS, SUMMARIES] {
         remove_space(db, space).map_err(se)?;
     }
     let mut sums = vec![Summary::default(); STRIPES];
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut in_batch = 0;
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv.map_err(se)?;
         let part = &k[1..];
         let m = Mailbox::decode(&v).map_err(|e| format!("{}: {e}", name_text(part)))?;
@@ -777,21 +782,21 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
             in_batch += 1;
         }
         if let Some(k) = e.conflict {
-            batch.insert(k, &[][..]);
+            batch.insert(k, Vec::new());
             in_batch += 1;
         }
         if in_batch >= 10_000 {
             out.index_entries += in_batch;
-            db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
+            db.apply_unnumbered(std::mem::take(&mut batch)).map_err(se)?;
             in_batch = 0;
         }
     }
     out.index_entries += in_batch;
     // What was just built is the current rights layout: no migration at open.
     batch.insert(key::rights_layout_key(), key::RIGHTS_LAYOUT);
-    db.apply_batch(batch).map_err(se)?;
+    db.apply_unnumbered(batch).map_err(se)?;
     write_summaries(db, &sums).map_err(se)?;
-    db.flush().map_err(se)?;
+    db.sync_now().map_err(se)?;
     write_seal(dir, total(&sums)).map_err(|e| format!("cannot write the seal: {e}"))?;
     Ok(out)
 }

@@ -75,28 +75,33 @@ impl SledEngine {
             .compression_factor(cfg.compression_level);
         // A damaged file can make sled panic (seen with 1 MiB cut off):
         // that is the damage message, not a crash.
-        let cell = verify::quietly(|| DbCell::open(sled_config, &cfg.path)).map_err(damaged)?.map_err(|e| match e {
+        let mut engine = verify::quietly(|| Self::open_raw(sled_config, &cfg.path)).map_err(damaged)?.map_err(|e| match e {
             EngineError::Corrupt(e) => damaged(e),
             e => e.into(),
         })?;
-        let cell = Arc::new(cell);
-        let db = cell.get()?;
-        let notes = verify::quietly(|| verify::check_at_open(&db, &cfg.path, cfg.verify_on_open))
+        engine.quick = cfg.verify_on_open == verify::VerifyMode::Quick;
+        let notes = verify::quietly(|| verify::check_at_open(&engine, &cfg.path, cfg.verify_on_open))
             .and_then(|r| r)
             .map_err(damaged)?;
         for n in notes {
             tracing::info!("{n}");
         }
-        drop(db);
         verify::remove_seal(&cfg.path).map_err(|e| StoreError::Durability(format!("cannot remove the seal: {e}")))?;
+        Ok(engine)
+    }
+
+    /// Open sled with `config` in `dir` and start the commit thread, with
+    /// no check (offline tools, import; [`SledEngine::open`] checks).
+    pub fn open_raw(config: sled::Config, dir: &Path) -> Result<SledEngine, EngineError> {
+        let cell = Arc::new(DbCell::open(config, dir)?);
         let seq = Arc::new(Sequencer::threaded(STRIPES));
         let committer = Committer::start(cell.clone(), &seq)?;
         Ok(SledEngine {
             cell,
             seq,
-            path: cfg.path.clone(),
+            path: dir.to_path_buf(),
             background: Mutex::new(None),
-            quick: cfg.verify_on_open == verify::VerifyMode::Quick,
+            quick: false,
             _committer: committer,
         })
     }
@@ -214,8 +219,7 @@ impl Engine for SledEngine {
             .cell
             .sync_now()
             .map_err(|e| e.to_string())
-            .and_then(|_| self.cell.get().map_err(|e| e.to_string()))
-            .and_then(|db| verify::stored_total(&db).map_err(|e| e.to_string()))
+            .and_then(|_| verify::stored_total(self).map_err(|e| e.to_string()))
             .and_then(|t| verify::write_seal(&self.path, t).map_err(|e| e.to_string()));
         if let Err(e) = sealed {
             tracing::warn!(error = %e, "could not write the clean-stop seal; the next open will check less");
@@ -230,14 +234,14 @@ impl Engine for SledEngine {
         if !self.quick {
             return Ok(());
         }
-        let db = self.cell.get()?;
+        let all = self.scan_prefix(&[]);
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, path) = (stop.clone(), self.path.clone());
         let thread = std::thread::Builder::new()
             .name("mupdated-check".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                match verify::read_everything(&db, &flag) {
+                match verify::read_everything(all, &flag) {
                     // Not when a read found damage first (it logged it).
                     Some(what) if damaged.set(what.clone()).is_ok() => {
                         tracing::error!(
