@@ -277,6 +277,20 @@ pub fn staging_dir(dir: &Path) -> PathBuf {
 /// everything in `dir.tmp`, with the indexes, summaries and seal, then
 /// renames it: on any error nothing is left half-imported.
 pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Imported, ImportError> {
+    import_with(dir, compression, |sink| read_export(input, sink))
+}
+
+/// The import path that every input format feeds (an export, a Cyrus
+/// dump): `feed` hands each mailbox (and group state) to the
+/// [`ImportSink`], which writes them through the engine's batches into
+/// `dir.tmp`; the indexes, summaries and seal are then built from the
+/// records and the folder renamed to `dir`, which must not exist or be
+/// empty. On any error (`feed`'s included) nothing is left behind.
+pub fn import_with(
+    dir: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -296,7 +310,7 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
             tmp.display()
         )));
     }
-    let result = import_into(&tmp, input, compression);
+    let result = build(&tmp, compression, feed);
     let result = result.and_then(|r| {
         if dir.exists() {
             std::fs::remove_dir(dir)
@@ -320,19 +334,78 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
     result
 }
 
-fn import_into(
+/// Where an import writes: a fresh sled engine in the staging folder.
+pub struct ImportSink {
+    db: SledEngine,
+    batch: Batch,
+    in_batch: usize,
+    names: std::collections::HashSet<Vec<u8>>,
+    r: Imported,
+}
+
+fn se(e: EngineError) -> ImportError {
+    plain(format!("the new database failed: {e}"))
+}
+
+impl ImportSink {
+    fn add(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<(), ImportError> {
+        self.batch.insert(k, v);
+        self.in_batch += 1;
+        if self.in_batch == 10_000 {
+            self.db.apply_unnumbered(std::mem::take(&mut self.batch)).map_err(se)?;
+            self.in_batch = 0;
+        }
+        Ok(())
+    }
+
+    /// One mailbox (`line`: where the input had it, for the error when the
+    /// name was given twice). Its records are oldest first, at most one
+    /// effective (readers of other formats in this crate build the
+    /// [`Mailbox`]).
+    pub(crate) fn mailbox(&mut self, line: usize, name: &[u8], m: &Mailbox) -> Result<(), ImportError> {
+        let part = key::mailbox_part(name);
+        if !self.names.insert(part.clone()) {
+            return Err(at(line)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(name))));
+        }
+        self.r.mailboxes += 1;
+        self.add(key::name_key(&part), m.encode())
+    }
+
+    /// One replica group's state: its run-time primary and the configured
+    /// primary seen at the last open.
+    pub fn group(&mut self, name: &str, primary: Option<Vec<u8>>, config_primary: Option<Vec<u8>>) -> Result<(), ImportError> {
+        self.r.groups += 1;
+        self.add(key::group_key(name), GroupState { primary, config_primary }.encode())
+    }
+
+    /// What was handed so far.
+    pub fn imported(&self) -> &Imported {
+        &self.r
+    }
+}
+
+fn build(
     tmp: &Path,
-    input: impl BufRead,
     compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
 ) -> Result<Imported, ImportError> {
-    let se = |e: EngineError| plain(format!("the new database failed: {e}"));
     // Written through the engine's batches, then indexed, summarised and
     // sealed by the same rebuild as `mupdatectl rebuild-indexes`.
     let db = SledEngine::open_raw(sled::Config::new().path(tmp).use_compression(compression), tmp).map_err(se)?;
-    let mut r = Imported::default();
-    let mut batch = Batch::default();
-    let mut in_batch = 0;
-    let mut names = std::collections::HashSet::new();
+    let mut sink = ImportSink { db, batch: Batch::default(), in_batch: 0, names: Default::default(), r: Imported::default() };
+    feed(&mut sink)?;
+    let ImportSink { db, batch, r, .. } = sink;
+    db.apply_unnumbered(batch).map_err(se)?;
+    verify::rebuild(&db, tmp, false).map_err(plain)?;
+    db.sync_now().map_err(se)?;
+    // Closed (its commit thread joined, sled's files released) before the
+    // folder is renamed.
+    drop(db);
+    Ok(r)
+}
+
+/// The lines of an export, into the sink.
+fn read_export(input: impl BufRead, sink: &mut ImportSink) -> Result<(), ImportError> {
     let mut header_seen = false;
     for (i, line) in input.lines().enumerate() {
         let n = i + 1;
@@ -359,44 +432,22 @@ fn import_into(
         match kind {
             "mailbox" => {
                 let (name, m) = parse_mailbox(&v).map_err(at(n))?;
-                let part = key::mailbox_part(&name);
-                if !names.insert(part.clone()) {
-                    return Err(at(n)(format!(
-                        "mailbox {:?} appears twice",
-                        String::from_utf8_lossy(&name)
-                    )));
-                }
-                batch.insert(key::name_key(&part), m.encode());
-                r.mailboxes += 1;
+                sink.mailbox(n, &name, &m)?;
             }
             "group" => {
                 let name = v
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| at(n)("name: missing or not a string".into()))?;
-                let st = GroupState {
-                    primary: get_opt_bytes(&v, "primary").map_err(at(n))?,
-                    config_primary: get_opt_bytes(&v, "config_primary").map_err(at(n))?,
-                };
-                batch.insert(key::group_key(name), st.encode());
-                r.groups += 1;
+                let primary = get_opt_bytes(&v, "primary").map_err(at(n))?;
+                let config_primary = get_opt_bytes(&v, "config_primary").map_err(at(n))?;
+                sink.group(name, primary, config_primary)?;
             }
             other => return Err(at(n)(format!("unknown kind {other:?}"))),
-        }
-        in_batch += 1;
-        if in_batch == 10_000 {
-            db.apply_unnumbered(std::mem::take(&mut batch)).map_err(se)?;
-            in_batch = 0;
         }
     }
     if !header_seen {
         return Err(plain("the input is empty (no export header)".into()));
     }
-    db.apply_unnumbered(batch).map_err(se)?;
-    verify::rebuild(&db, tmp, false).map_err(plain)?;
-    db.sync_now().map_err(se)?;
-    // Closed (its commit thread joined, sled's files released) before the
-    // folder is renamed.
-    drop(db);
-    Ok(r)
+    Ok(())
 }
