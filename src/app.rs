@@ -40,10 +40,22 @@ pub fn store_config(config: &Config) -> StoreConfig {
 }
 
 impl App {
-    /// Open the store and assemble everything else around it.
+    /// Open the store (sled in `config.data_dir`) and assemble everything
+    /// else around it.
     pub fn open(config: Config) -> Result<App, ServerError> {
+        let store_config = store_config(&config);
+        Self::open_on(config, &store_config)
+    }
+
+    /// The same on the in-memory engine (nothing on disk, gone with the
+    /// process): for tests and fuzzing of whole sessions.
+    pub fn in_memory(config: Config) -> Result<App, ServerError> {
+        Self::open_on(config, &StoreConfig::memory())
+    }
+
+    fn open_on(config: Config, store_config: &StoreConfig) -> Result<App, ServerError> {
         let hub = Hub::with_limits(config.max_stream_pending, config.max_stream_pending_bytes);
-        let store = Directory::open(&store_config(&config), &config.store_groups(), hub.clone())
+        let store = Directory::open(store_config, &config.store_groups(), hub.clone())
             .map_err(|source| ServerError::Store { path: config.data_dir.display().to_string(), source })?;
         let limits = Limits { max_line: config.max_line, max_literal: config.max_message, max_message: config.max_message };
         Ok(App {
