@@ -155,3 +155,65 @@ impl Engine for MemoryEngine {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Guard;
+    use super::*;
+
+    fn put(e: &MemoryEngine, k: &[u8], v: &[u8], guard: Option<Guard>) -> Result<u64, EngineError> {
+        let mut b = Batch::default();
+        b.insert(k, v);
+        if let Some(g) = guard {
+            b.guard(g);
+        }
+        e.apply(0, b, None)
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_guard_no_longer_holds_is_refused() {
+        let e = MemoryEngine::new();
+        let seen = e.read(b"k", 0).unwrap();
+        assert!(seen.value.is_none());
+        let guard = Guard { key: b"k".into(), value: seen.value.clone(), epoch: seen.epoch };
+        // Another writer gets there first.
+        put(&e, b"k", b"theirs", None).unwrap();
+        assert!(matches!(put(&e, b"k", b"mine", Some(guard)), Err(EngineError::Conflict)));
+        assert_eq!(e.get(b"k").unwrap().as_deref(), Some(&b"theirs"[..]));
+        // With what is there now, it applies; numbers are durable at once.
+        let now = e.read(b"k", 0).unwrap();
+        let seq = put(&e, b"k", b"mine", Some(Guard { key: b"k".into(), value: now.value, epoch: 0 })).unwrap();
+        assert_eq!(e.read(b"k", 0).unwrap().seq, seq);
+        e.sequencer().durable(seq).await.unwrap();
+    }
+
+    #[test]
+    fn scans_are_ordered_and_bounded_by_their_prefix_across_chunks() {
+        let e = MemoryEngine::new();
+        let mut b = Batch::default();
+        for i in (0..1000u32).rev() {
+            b.insert(format!("a{i:04}").into_bytes(), vec![1]);
+        }
+        b.insert(&b"b"[..], &b"x"[..]);
+        b.insert(&b"\x00"[..], &b"y"[..]);
+        e.apply_unnumbered(b).unwrap();
+        let keys: Vec<Vec<u8>> = e.scan_prefix(b"a").map(|kv| kv.unwrap().0.to_vec()).collect();
+        let want: Vec<Vec<u8>> = (0..1000u32).map(|i| format!("a{i:04}").into_bytes()).collect();
+        assert_eq!(keys, want);
+        let from: Vec<Vec<u8>> = e.scan_from(b"a0998").map(|kv| kv.unwrap().0.to_vec()).collect();
+        assert_eq!(from, [b"a0998".to_vec(), b"a0999".to_vec(), b"b".to_vec()]);
+        assert_eq!(e.scan_prefix(b"").count(), 1002);
+    }
+
+    #[tokio::test]
+    async fn an_injected_failure_fails_the_numbers_it_covers_only() {
+        let e = MemoryEngine::new();
+        e.fail_durability(true);
+        let lost = put(&e, b"k", b"v", None).unwrap();
+        assert!(matches!(e.sequencer().durable(lost).await, Err(EngineError::Durability(_))));
+        e.fail_durability(false);
+        let kept = put(&e, b"k", b"w", None).unwrap();
+        e.sequencer().durable(kept).await.unwrap();
+        assert!(e.sequencer().durable(lost).await.is_err(), "a failed number stays failed");
+    }
+}
