@@ -12,7 +12,7 @@
 //! | connection | [`session`] | one connection's state machine over any byte stream |
 //! | logins | [`auth`] | users, roles, password checks |
 //! | streams | [`replication`] | the change hub that UPDATE streams read |
-//! | directory | [`store`] | the facts model and its indexes over sled |
+//! | directory | [`store`] | the facts model and its indexes over a storage engine (sled, or in memory for tests) |
 //! | wire | [`protocol`] | pure bytes <-> messages: framer, parser, encoder, Cyrus's strings |
 //! | settings | [`config`] | the TOML configuration |
 //!
