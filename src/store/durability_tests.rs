@@ -9,7 +9,16 @@ use super::*;
 use crate::protocol::Entry;
 
 fn open() -> (TempDir, Directory) {
+    open_on(false)
+}
+
+/// On sled, or (`memory`) on the in-memory engine.
+fn open_on(memory: bool) -> (TempDir, Directory) {
     let dir = tempfile::tempdir().unwrap();
+    if memory {
+        let store = Directory::open(&StoreConfig::memory(), &[], crate::replication::Hub::new(usize::MAX)).unwrap();
+        return (dir, store);
+    }
     let cfg = StoreConfig::sled(SledConfig {
         path: dir.path().join("db"),
         cache_capacity: 8 << 20,
@@ -125,4 +134,29 @@ async fn a_scan_ends_once_what_it_saw_is_durable() {
     assert!(end.await.unwrap().is_ok());
     assert_eq!(effective.await.unwrap().unwrap(), Some(mailbox("user.a", "A!p")));
     assert!(w.await.unwrap().is_ok());
+}
+
+/// The streams hear a write once it is durable, not when it is applied:
+/// while the durable mark is held, a write visible to readers is not in
+/// the hub; once the mark moves, it is, before its writer is answered.
+async fn streams_hear_a_write_once_it_is_durable(memory: bool) {
+    let (_d, s) = open_on(memory);
+    let _stream = s.hub().subscribe(&[]);
+    let w = pending_write(&s, "user.a", "A!p").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.hub().logged_since(0).is_empty(), "a change reached the streams before it was durable");
+    s.inner.seq.hold(false);
+    assert!(w.await.unwrap().is_ok());
+    let got = s.hub().logged_since(0);
+    assert_eq!(got, [Change { name: b"user.a".to_vec(), servers: vec![b"A".to_vec()] }]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_hear_a_write_once_it_is_durable_on_sled() {
+    streams_hear_a_write_once_it_is_durable(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_hear_a_write_once_it_is_durable_in_memory() {
+    streams_hear_a_write_once_it_is_durable(true).await;
 }
