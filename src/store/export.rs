@@ -94,7 +94,9 @@ pub(crate) fn group_line(gkey: &[u8], value: &[u8]) -> Result<String, String> {
 /// What an export wrote and skipped.
 #[derive(Debug, Default)]
 pub struct Exported {
+    /// Mailbox lines written.
     pub mailboxes: u64,
+    /// Group lines written.
     pub groups: u64,
     /// What could not be read, one sentence each.
     pub skipped: Vec<String>,
@@ -164,6 +166,7 @@ pub fn export(
 pub struct ImportError {
     /// 1-based line of the input, when a line is at fault.
     pub line: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -262,7 +265,9 @@ fn parse_mailbox(v: &Value) -> Result<(Vec<u8>, Mailbox), String> {
 /// What an import wrote.
 #[derive(Debug, Default)]
 pub struct Imported {
+    /// Mailboxes imported.
     pub mailboxes: u64,
+    /// Replica-group states imported.
     pub groups: u64,
 }
 

@@ -196,8 +196,11 @@ impl StoreConfig {
 /// A configured replica group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaGroup {
+    /// The group's name in the configuration.
     pub name: String,
+    /// Its servers: their records of a name are copies of one mailbox.
     pub servers: Vec<Vec<u8>>,
+    /// The primary whose active records clients see, when set.
     pub primary: Option<Vec<u8>>,
 }
 
@@ -205,6 +208,7 @@ pub struct ReplicaGroup {
 /// `None` for a shared admin login (unknown identity).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
+    /// `None`: an admin login that may speak for any server.
     pub servers: Option<Vec<Vec<u8>>>,
 }
 
@@ -234,6 +238,7 @@ pub enum Refusal {
 /// A change of a mailbox's effective record, for UPDATE streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The mailbox.
     pub name: Vec<u8>,
     /// Servers of the effective record before and after (a PARTIAL-UPDATE
     /// stream hears the change when it follows either). One entry when
@@ -252,9 +257,13 @@ pub struct WriteOutcome {
 /// One record of a mailbox, for admins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView {
+    /// The record's server (its location before the first `!`).
     pub server: Vec<u8>,
+    /// Where the server keeps it (`server!partition`), as last asserted.
     pub location: Vec<u8>,
+    /// Reserved, active or moving.
     pub state: RecordState,
+    /// The ACL last asserted (`id TAB rights TAB` pairs).
     pub acl: Vec<u8>,
     /// This is the record unmodified clients see.
     pub effective: bool,
@@ -292,6 +301,7 @@ impl RecordRole {
 /// A mailbox that two unrelated servers both hold active.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// The mailbox.
     pub name: Vec<u8>,
     /// Server of the effective record (the first fact).
     pub effective: Vec<u8>,
