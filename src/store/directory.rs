@@ -904,8 +904,8 @@ impl Iterator for RecordScan {
 mod rights_index_tests;
 
 impl Inner {
-    /// Note damage that a read found (a value that does not decode, sled
-    /// reporting corruption): logged once, and from then on writes are
+    /// Note damage that a read found (a value that does not decode, the
+    /// engine reporting corruption): logged once, and from then on writes are
     /// refused ([`StoreError::Damaged`]) instead of acknowledged into a
     /// damaged store. Other errors pass through.
     pub(super) fn seen(&self, e: StoreError) -> StoreError {

@@ -192,7 +192,8 @@ fn sync_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The commit thread and its handle on the sequencer.
+/// The commit thread: it advances the sequencer's durable mark after each
+/// flush and fsync; dropping this stops and joins it.
 pub(crate) struct Committer {
     shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
