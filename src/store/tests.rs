@@ -698,6 +698,16 @@ async fn writes_survive_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_all_land() {
     let (_d, s) = open(&[]);
+    concurrent_writers(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_land_on_sled() {
+    let (_d, s) = open_sled(&[]);
+    concurrent_writers(&s).await;
+}
+
+async fn concurrent_writers(s: &Directory) {
     let mut tasks = Vec::new();
     for t in 0..8 {
         let s = s.clone();
@@ -714,9 +724,9 @@ async fn concurrent_writers_all_land() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(list(&s).len(), 8 * 25 + 1);
-    assert_eq!(recs(&s, "shared.hot").len(), 8);
-    assert_eq!(recs(&s, "shared.hot").iter().filter(|r| r.2).count(), 1);
+    assert_eq!(list(s).len(), 8 * 25 + 1);
+    assert_eq!(recs(s, "shared.hot").len(), 8);
+    assert_eq!(recs(s, "shared.hot").iter().filter(|r| r.2).count(), 1);
 }
 
 // ---- property test ----
