@@ -38,17 +38,19 @@
 //! function here (and the incremental code in `directory.rs`).
 //!
 //! Everything here reads and writes through the engine seam
-//! ([`Engine`]); the seal and [`open_offline`] are the sled engine's.
+//! ([`Engine`]); the seal file, [`open_offline`] and [`quietly`] are the
+//! sled engine's (`engine/sled/seal.rs`, `engine/sled/offline.rs`),
+//! re-exported here for the offline tools.
 //!
 //! A panic inside sled on a damaged file (seen with a database truncated
 //! by 1 MiB) is caught ([`quietly`]) and becomes the damage message.
 
-use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use super::directory::{acl_entries, index_value, GroupState};
-use super::engine::sled::SledEngine;
+pub(crate) use super::engine::sled::seal::{read_seal, remove_seal, write_seal};
+pub use super::engine::sled::seal::SEAL_FILE;
+pub use super::engine::sled::offline::{compression_of, open_offline, quietly, OpenError};
 use super::engine::{Batch, Engine, EngineError, Scan};
 use super::key;
 use super::model::Mailbox;
@@ -60,8 +62,6 @@ pub(crate) const SUMMARIES: u8 = b'c';
 const META_KEY: [u8; 1] = [SUMMARIES];
 const SUMMARY_VERSION: u8 = 1;
 
-/// The clean-stop seal's file name inside the data folder.
-pub const SEAL_FILE: &str = "mupdated.seal";
 
 /// What to tell an operator whose directory is damaged.
 pub const WHAT_TO_DO: &str = "What to do: stop here and keep the folder as it is; restore a backup \
@@ -192,171 +192,6 @@ pub(crate) fn index_entries(part: &[u8], m: &Mailbox) -> IndexEntries {
             .collect(),
         rights: rights_entries(part, m),
         conflict: m.conflict.then(|| key::conflict_key(part)),
-    }
-}
-
-/// Run `f`, turning a panic into an error with the panic's message, and
-/// without printing it (a damaged file must give the damage message, not
-/// a backtrace). Panics of other threads meanwhile go to the usual hook.
-pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let me = std::thread::current().id();
-    let caught: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let prev = Arc::new(panic::take_hook());
-    {
-        let caught = caught.clone();
-        let prev = prev.clone();
-        panic::set_hook(Box::new(move |info| {
-            if std::thread::current().id() == me {
-                let at = info
-                    .location()
-                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                let what = info
-                    .payload()
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into());
-                *caught.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{what}{at}"));
-            } else {
-                prev(info);
-            }
-        }));
-    }
-    let r = panic::catch_unwind(AssertUnwindSafe(f));
-    // Drop our hook (and its clone of `prev`) before restoring `prev`.
-    panic::set_hook(Box::new(|_| {}));
-    match Arc::try_unwrap(prev) {
-        Ok(p) => panic::set_hook(p),
-        Err(p) => panic::set_hook(Box::new(move |i| p(i))),
-    }
-    r.map_err(|_| {
-        let msg = caught.lock().unwrap_or_else(|e| e.into_inner()).take();
-        format!(
-            "the storage engine failed on this directory ({})",
-            msg.unwrap_or_else(|| "panic".into())
-        )
-    })
-}
-
-/// Does sled's `conf` in `dir` say the database is compressed? (Offline
-/// tools must open it with the value it was created with.)
-pub fn compression_of(dir: &Path) -> Result<bool, String> {
-    let conf = dir.join("conf");
-    // Text lines followed by a binary checksum.
-    let bytes = std::fs::read(&conf).map_err(|e| {
-        format!(
-            "{} is not a mupdated data directory (cannot read {}: {e})",
-            dir.display(),
-            conf.display()
-        )
-    })?;
-    Ok(!String::from_utf8_lossy(&bytes)
-        .lines()
-        .any(|l| l.trim() == "use_compression: false"))
-}
-
-/// Why an offline tool could not open a data directory.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// No sled database there (usage error).
-    #[error("{0}")]
-    NotADirectory(String),
-    /// Locked by a running server, or an I/O failure.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The engine panicked or reported corruption: the file is damaged.
-    #[error("{0}")]
-    Damaged(String),
-}
-
-/// Open an existing data directory for an offline tool: the sled engine,
-/// without the checks at open (they are the tool's to run) and without
-/// touching the seal.
-pub fn open_offline(dir: &Path) -> Result<SledEngine, OpenError> {
-    let compression = compression_of(dir).map_err(OpenError::NotADirectory)?;
-    let r = quietly(|| SledEngine::open_raw(sled::Config::new().path(dir).use_compression(compression), dir))
-        .map_err(OpenError::Damaged)?;
-    r.map_err(|e| match e {
-        EngineError::Corrupt(e) => OpenError::Damaged(format!("cannot open {}: {e}", dir.display())),
-        e => {
-            let s = e.to_string();
-            if s.contains("lock") || s.contains("WouldBlock") || s.contains("temporarily unavailable") {
-                OpenError::Unavailable(format!(
-                    "cannot open {}: {s} (is mupdated running on it? stop it first, or use `mupdatectl backup` for a live copy)",
-                    dir.display()
-                ))
-            } else {
-                OpenError::Unavailable(format!("cannot open {}: {s}", dir.display()))
-            }
-        }
-    })
-}
-
-// ---- the seal ----
-
-fn seal_path(dir: &Path) -> PathBuf {
-    dir.join(SEAL_FILE)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Write the seal: a temporary file, fsync, rename, fsync the folder.
-pub(crate) fn write_seal(dir: &Path, total: Summary) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    write!(
-        f,
-        "mupdated clean stop\nmailboxes {}\ndigest {:016x}\n",
-        total.count, total.digest
-    )?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, seal_path(dir))?;
-    sync_dir(dir)
-}
-
-/// The seal, if there is one.
-pub(crate) fn read_seal(dir: &Path) -> Result<Option<Summary>, String> {
-    let text = match std::fs::read_to_string(seal_path(dir)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", seal_path(dir).display())),
-    };
-    let mut lines = text.lines();
-    let bad = || {
-        format!(
-            "{} is not a seal written by mupdated",
-            seal_path(dir).display()
-        )
-    };
-    if lines.next() != Some("mupdated clean stop") {
-        return Err(bad());
-    }
-    let count = lines
-        .next()
-        .and_then(|l| l.strip_prefix("mailboxes "))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(bad)?;
-    let digest = lines
-        .next()
-        .and_then(|l| l.strip_prefix("digest "))
-        .and_then(|n| u64::from_str_radix(n, 16).ok())
-        .ok_or_else(bad)?;
-    Ok(Some(Summary { count, digest }))
-}
-
-/// Remove the seal (and make the removal durable) before the first write.
-pub(crate) fn remove_seal(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(seal_path(dir)) {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

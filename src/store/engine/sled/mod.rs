@@ -11,6 +11,8 @@
 //! does not act on it; measured, both modes give the same sizes.)
 
 mod commit;
+pub mod offline;
+pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
