@@ -377,7 +377,9 @@ impl Directory {
         &self.inner.hub
     }
 
-    /// The storage engine.
+    /// The storage engine, for reads of what is stored (diagnostics,
+    /// tests); a write through it bypasses the directory's locks, indexes
+    /// and streams.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.inner.engine
     }
