@@ -67,3 +67,23 @@ impl App {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Identity;
+
+    /// The hub sessions subscribe to is the one the directory's writes
+    /// publish to: a stream registered on `App::hub` hears a write made
+    /// through `App::store` and nothing else.
+    #[tokio::test]
+    async fn the_streams_hub_is_the_directorys() {
+        let config = Config::parse("listen = [\"127.0.0.1:0\"]\n[[users]]\nname = \"a\"\npassword = \"p\"\nrole = \"admin\"\n").unwrap();
+        let app = App::in_memory(config).unwrap();
+        let stream = app.hub.subscribe(&[]);
+        app.store.activate(&Identity::default(), b"user.a", b"be1!p", b"a\tlrs\t").await.unwrap();
+        let names: Vec<Vec<u8>> = stream.subscription().take().unwrap().iter().map(|n| n.to_vec()).collect();
+        assert_eq!(names, [b"user.a".to_vec()]);
+        assert!(Arc::ptr_eq(&app.hub, app.store.hub()));
+    }
+}
