@@ -12,7 +12,7 @@
 //! | connection | [`session`] | one connection's session over any byte stream: capabilities, the dispatcher in Cyrus's check order, one file per command |
 //! | logins | [`auth`] | users, roles, password checks |
 //! | streams | [`replication`] | the change hub that UPDATE streams read; each stream's dump and flush |
-//! | directory | [`store`] | the facts model and its indexes over sled |
+//! | directory | [`store`] | the facts model and its indexes over a storage engine (sled, or in memory for tests) |
 //! | wire | [`protocol`] | pure bytes <-> messages: framer, parser, encoder, Cyrus's strings |
 //! | settings | [`config`] | the TOML configuration |
 //!

@@ -1,6 +1,6 @@
 //! Whole sessions under fuzzing: command sequences from several logins
 //! (admin, two backends of one replica group, an unrelated backend, a
-//! reader) against a fresh directory, while an UPDATE stream follows and
+//! reader) against a fresh directory (on the in-memory engine), while an UPDATE stream follows and
 //! hostile connections send raw bytes in between. Every connection is an
 //! in-memory stream (`tokio::io::duplex`) served by a session of its own:
 //! no TCP, no ports.
@@ -14,7 +14,6 @@
 //!   LIST, entry for entry, and FIND of every name agrees with LIST.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -154,21 +153,6 @@ impl Input<'_> {
     }
 }
 
-/// A data folder removed when the case ends, however it ends.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir() -> TempDir {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    TempDir(std::env::temp_dir().join(format!("mupdated-fuzz-session-{}-{n}", std::process::id())))
-}
-
 /// Run one case: `data` drives the commands (see the module doc).
 pub fn session(data: &[u8]) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -179,10 +163,9 @@ pub fn session(data: &[u8]) {
 }
 
 async fn run(data: &[u8]) {
-    let dir = temp_dir();
-    let mut config = Config::parse(CONFIG).expect("fuzz config");
-    config.data_dir = dir.0.join("data");
-    let app = tokio::task::spawn_blocking(move || App::open(config)).await.expect("open task").expect("store opens");
+    // The directory on the in-memory engine: the whole session, no disk.
+    let config = Config::parse(CONFIG).expect("fuzz config");
+    let app = App::in_memory(config).expect("store opens");
     let (stop_tx, stop) = watch::channel(false);
     let server = &mut Server { app: Arc::new(app), stop, sessions: JoinSet::new() };
 

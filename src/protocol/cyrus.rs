@@ -22,6 +22,9 @@ pub const MAILBOX_EXISTS: &str = "mailbox already exists";
 pub const NOT_ACTIVE: &str = "mailbox not currently active";
 /// `cmd_set` DOESNTEXIST.
 pub const DOESNT_EXIST: &str = "mailbox doesn't exist";
+/// Not Cyrus's (Cyrus has no identities): this project's answer to a
+/// backend login asserting a fact about a server it is not bound to.
+pub const NOT_SERVED: &str = "location not served by this login";
 /// `docmd` nologin.
 pub const PLEASE_LOGIN: &str = "Please login first";
 /// `docmd` badcmd.

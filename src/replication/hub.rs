@@ -236,6 +236,18 @@ impl Hub {
     pub fn wakeups(&self) -> u64 {
         self.lock().wakeups
     }
+
+    /// Tests: the changes still logged from revision `from` on, oldest
+    /// first (what a stream registered before them would be handed).
+    #[cfg(test)]
+    pub(crate) fn logged_since(&self, from: u64) -> Vec<Change> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.revision >= from)
+            .map(|e| Change { name: e.name.to_vec(), servers: e.servers.iter().map(|s| s.to_vec()).collect() })
+            .collect()
+    }
 }
 
 fn cost(change: &Change) -> u64 {

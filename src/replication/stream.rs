@@ -19,7 +19,7 @@ use std::future::Future;
 use crate::protocol::{Entry, Response};
 use crate::replication::{Overflow, Subscription};
 use crate::store::key::server_of;
-use crate::store::{Store, StoreError};
+use crate::store::{Directory, StoreError};
 
 /// Where a stream's lines go (the session's output buffer). Static
 /// dispatch: nothing per line goes through a vtable.
@@ -53,7 +53,7 @@ fn entry_location(entry: &Entry) -> &[u8] {
 /// no change made during the dump is missed; changes queue up meanwhile,
 /// and a peer that stops reading is closed as soon as they overflow.
 pub async fn dump<K: Sink>(
-    store: &Store,
+    store: &Directory,
     subscription: &Subscription,
     tag: &[u8],
     sink: &mut K,
@@ -82,7 +82,7 @@ pub async fn dump<K: Sink>(
 /// when it has no effective record any more; then flush. The writes race
 /// the subscription's overflow.
 pub async fn flush<K: Sink>(
-    store: &Store,
+    store: &Directory,
     subscription: &Subscription,
     tag: &[u8],
     sink: &mut K,

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use super::export;
 use super::key;
 use super::verify;
-use super::{Store, StoreError};
+use super::engine::{Bytes, Scan};
+use super::{Directory, StoreError};
 
 /// A running backup, as writers see it.
 pub(crate) struct Backup {
@@ -35,12 +36,12 @@ struct State {
     copied_upto: Vec<u8>,
     /// Old values of names changed since the start and not yet copied
     /// (`None`: the name did not exist at the start).
-    saved: BTreeMap<Vec<u8>, Option<sled::IVec>>,
+    saved: BTreeMap<Vec<u8>, Option<Bytes>>,
 }
 
 impl Backup {
     /// Called by a writer under the name's stripe lock, before its batch.
-    pub(crate) fn before_write(&self, nkey: &[u8], old: Option<sled::IVec>) {
+    pub(crate) fn before_write(&self, nkey: &[u8], old: Option<Bytes>) {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if nkey > st.copied_upto.as_slice() && !st.saved.contains_key(nkey) {
             st.saved.insert(nkey.to_vec(), old);
@@ -51,14 +52,14 @@ impl Backup {
 /// The lines of a backup, in export format ([`export`]), as an iterator;
 /// the backup ends (writers stop saving) when it is dropped.
 pub struct BackupScan {
-    store: Store,
+    store: Directory,
     backup: Arc<Backup>,
     head: std::vec::IntoIter<String>,
-    names: Option<sled::Iter>,
-    tail: Option<std::vec::IntoIter<(Vec<u8>, sled::IVec)>>,
+    names: Option<Scan>,
+    tail: Option<std::vec::IntoIter<(Vec<u8>, Bytes)>>,
 }
 
-impl Store {
+impl Directory {
     /// Start a point-in-time backup. `Invalid` when one is running.
     pub fn backup(&self) -> Result<BackupScan, StoreError> {
         let backup = Arc::new(Backup {
@@ -76,8 +77,7 @@ impl Store {
             }
             // Group states change only under the primary lock: read them now.
             let mut head = vec![export::header()];
-            let db = self.db()?;
-            for kv in db.scan_prefix([key::GROUPS]) {
+            for kv in self.inner.engine.scan_prefix(&[key::GROUPS]) {
                 let (k, v) = kv.map_err(|e| self.inner.seen(e.into()))?;
                 head.push(
                     export::group_line(&k, &v)
@@ -87,7 +87,7 @@ impl Store {
             *slot = Some(backup.clone());
             head
         };
-        let names = self.db()?.scan_prefix([key::NAMES]);
+        let names = self.inner.engine.scan_prefix(&[key::NAMES]);
         Ok(BackupScan {
             store: self.clone(),
             backup,
@@ -100,13 +100,13 @@ impl Store {
 
 impl BackupScan {
     /// Copy one name under its stripe lock.
-    fn copy(&self, nkey: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+    fn copy(&self, nkey: &[u8]) -> Result<Option<Bytes>, StoreError> {
         let _g = self.store.lock_stripe(verify::stripe_of(&nkey[1..]));
         let mut st = self.backup.inner.lock().unwrap_or_else(|e| e.into_inner());
         st.copied_upto = nkey.to_vec();
         match st.saved.remove(nkey) {
             Some(old) => Ok(old),
-            None => self.store.db()?.get(nkey).map_err(|e| self.store.inner.seen(e.into())),
+            None => self.store.inner.engine.get(nkey).map_err(|e| self.store.inner.seen(e.into())),
         }
     }
 

@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
-use super::engine::GroupState;
+use super::directory::GroupState;
+use super::engine::sled::SledEngine;
+use super::engine::{Batch, Engine, EngineError};
 use super::key;
 use super::model::{Mailbox, Record, RecordState};
 use super::verify;
@@ -96,7 +98,9 @@ pub(crate) fn group_line(gkey: &[u8], value: &[u8]) -> Result<String, String> {
 /// What an export wrote and skipped.
 #[derive(Debug, Default)]
 pub struct Exported {
+    /// Mailbox lines written.
     pub mailboxes: u64,
+    /// Group lines written.
     pub groups: u64,
     /// What could not be read, one sentence each.
     pub skipped: Vec<String>,
@@ -105,7 +109,7 @@ pub struct Exported {
 /// Write every readable record of an (offline) database. `progress` gets
 /// the number of mailboxes written every 100,000.
 pub fn export(
-    db: &sled::Db,
+    db: &dyn Engine,
     out: &mut impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<Exported, String> {
@@ -113,13 +117,13 @@ pub fn export(
     let mut r = Exported::default();
     writeln!(out, "{}", header()).map_err(io)?;
     for (space, is_group) in [(key::GROUPS, true), (key::NAMES, false)] {
-        let mut it = db.scan_prefix([space]);
+        let mut it = db.scan_prefix(&[space]);
         loop {
             let (k, v) = match it.next() {
                 None => break,
                 Some(Ok(kv)) => kv,
                 Some(Err(e)) => {
-                    // sled cannot go on past this point of the tree.
+                    // The engine cannot go on past this point of the tree.
                     r.skipped.push(format!(
                         "the database failed while reading: {e}; what follows it is not exported"
                     ));
@@ -166,6 +170,7 @@ pub fn export(
 pub struct ImportError {
     /// 1-based line of the input, when a line is at fault.
     pub line: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -264,7 +269,9 @@ fn parse_mailbox(v: &Value) -> Result<(Vec<u8>, Mailbox), String> {
 /// What an import wrote.
 #[derive(Debug, Default)]
 pub struct Imported {
+    /// Mailboxes imported.
     pub mailboxes: u64,
+    /// Replica-group states imported.
     pub groups: u64,
 }
 
@@ -279,6 +286,20 @@ pub fn staging_dir(dir: &Path) -> PathBuf {
 /// everything in `dir.tmp`, with the indexes, summaries and seal, then
 /// renames it: on any error nothing is left half-imported.
 pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Imported, ImportError> {
+    import_with(dir, compression, |sink| read_export(input, sink))
+}
+
+/// The import path that every input format feeds (an export, a Cyrus
+/// dump): `feed` hands each mailbox (and group state) to the
+/// [`ImportSink`], which writes them through the engine's batches into
+/// `dir.tmp`; the indexes, summaries and seal are then built from the
+/// records and the folder renamed to `dir`, which must not exist or be
+/// empty. On any error (`feed`'s included) nothing is left behind.
+pub fn import_with(
+    dir: &Path,
+    compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
+) -> Result<Imported, ImportError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -298,7 +319,7 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
             tmp.display()
         )));
     }
-    let result = import_into(&tmp, input, compression);
+    let result = build(&tmp, compression, feed);
     let result = result.and_then(|r| {
         if dir.exists() {
             std::fs::remove_dir(dir)
@@ -322,21 +343,78 @@ pub fn import(dir: &Path, input: impl BufRead, compression: bool) -> Result<Impo
     result
 }
 
-fn import_into(
+/// Where an import writes: a fresh sled engine in the staging folder.
+pub struct ImportSink {
+    db: SledEngine,
+    batch: Batch,
+    in_batch: usize,
+    names: std::collections::HashSet<Vec<u8>>,
+    r: Imported,
+}
+
+fn se(e: EngineError) -> ImportError {
+    plain(format!("the new database failed: {e}"))
+}
+
+impl ImportSink {
+    fn add(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<(), ImportError> {
+        self.batch.insert(k, v);
+        self.in_batch += 1;
+        if self.in_batch == 10_000 {
+            self.db.apply_unnumbered(std::mem::take(&mut self.batch)).map_err(se)?;
+            self.in_batch = 0;
+        }
+        Ok(())
+    }
+
+    /// One mailbox (`line`: where the input had it, for the error when the
+    /// name was given twice). Its records are oldest first, at most one
+    /// effective (readers of other formats in this crate build the
+    /// [`Mailbox`]).
+    pub(crate) fn mailbox(&mut self, line: usize, name: &[u8], m: &Mailbox) -> Result<(), ImportError> {
+        let part = key::mailbox_part(name);
+        if !self.names.insert(part.clone()) {
+            return Err(at(line)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(name))));
+        }
+        self.r.mailboxes += 1;
+        self.add(key::name_key(&part), m.encode())
+    }
+
+    /// One replica group's state: its run-time primary and the configured
+    /// primary seen at the last open.
+    pub fn group(&mut self, name: &str, primary: Option<Vec<u8>>, config_primary: Option<Vec<u8>>) -> Result<(), ImportError> {
+        self.r.groups += 1;
+        self.add(key::group_key(name), GroupState { primary, config_primary }.encode())
+    }
+
+    /// What was handed so far.
+    pub fn imported(&self) -> &Imported {
+        &self.r
+    }
+}
+
+fn build(
     tmp: &Path,
-    input: impl BufRead,
     compression: bool,
+    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
 ) -> Result<Imported, ImportError> {
-    let se = |e: sled::Error| plain(format!("the new database failed: {e}"));
-    let db = sled::Config::new()
-        .path(tmp)
-        .use_compression(compression)
-        .open()
-        .map_err(se)?;
-    let mut r = Imported::default();
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
-    let mut names = std::collections::HashSet::new();
+    // Written through the engine's batches, then indexed, summarised and
+    // sealed by the same rebuild as `mupdatectl rebuild-indexes`.
+    let db = SledEngine::open_raw(sled::Config::new().path(tmp).use_compression(compression), tmp).map_err(se)?;
+    let mut sink = ImportSink { db, batch: Batch::default(), in_batch: 0, names: Default::default(), r: Imported::default() };
+    feed(&mut sink)?;
+    let ImportSink { db, batch, r, .. } = sink;
+    db.apply_unnumbered(batch).map_err(se)?;
+    verify::rebuild(&db, tmp, false).map_err(plain)?;
+    db.sync_now().map_err(se)?;
+    // Closed (its commit thread joined, sled's files released) before the
+    // folder is renamed.
+    drop(db);
+    Ok(r)
+}
+
+/// The lines of an export, into the sink.
+fn read_export(input: impl BufRead, sink: &mut ImportSink) -> Result<(), ImportError> {
     let mut header_seen = false;
     for (i, line) in input.lines().enumerate() {
         let n = i + 1;
@@ -363,134 +441,26 @@ fn import_into(
         match kind {
             "mailbox" => {
                 let (name, m) = parse_mailbox(&v).map_err(at(n))?;
-                let part = key::mailbox_part(&name);
-                if !names.insert(part.clone()) {
-                    return Err(at(n)(format!(
-                        "mailbox {:?} appears twice",
-                        String::from_utf8_lossy(&name)
-                    )));
-                }
-                batch.insert(key::name_key(&part), m.encode());
-                r.mailboxes += 1;
+                sink.mailbox(n, &name, &m)?;
             }
             "group" => {
                 let name = v
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| at(n)("name: missing or not a string".into()))?;
-                let st = GroupState {
-                    primary: get_opt_bytes(&v, "primary").map_err(at(n))?,
-                    config_primary: get_opt_bytes(&v, "config_primary").map_err(at(n))?,
-                };
-                batch.insert(key::group_key(name), st.encode());
-                r.groups += 1;
+                let primary = get_opt_bytes(&v, "primary").map_err(at(n))?;
+                let config_primary = get_opt_bytes(&v, "config_primary").map_err(at(n))?;
+                sink.group(name, primary, config_primary)?;
             }
             other => return Err(at(n)(format!("unknown kind {other:?}"))),
-        }
-        in_batch += 1;
-        if in_batch == 10_000 {
-            db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
-            in_batch = 0;
         }
     }
     if !header_seen {
         return Err(plain("the input is empty (no export header)".into()));
     }
-    db.apply_batch(batch).map_err(se)?;
-    verify::rebuild(&db, tmp, false).map_err(plain)?;
-    db.flush().map_err(se)?;
-    Ok(r)
+    Ok(())
 }
 
-/// The import path every input format feeds: `feed` hands each mailbox
-/// to the [`ImportSink`], which writes it in batches into `dir.tmp`; the
-/// indexes, summaries and seal are then built from the records and the
-/// folder renamed to `dir`, which must not exist or be empty. On any error
-/// (`feed`'s included) the staging folder is removed and nothing is left.
-/// ([`import`] has the same steps inline; once the import path moves to
-/// the storage seam both feed one such function.)
-pub fn import_with(
-    dir: &Path,
-    compression: bool,
-    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
-) -> Result<Imported, ImportError> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(plain(format!("{} is not empty: import only into a new or empty folder", dir.display())));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(plain(format!("cannot read {}: {e}", dir.display()))),
-    }
-    let tmp = staging_dir(dir);
-    if tmp.exists() {
-        return Err(plain(format!("{} exists (left by an interrupted import?): remove it first", tmp.display())));
-    }
-    let result = build_with(&tmp, compression, feed).and_then(|r| {
-        if dir.exists() {
-            std::fs::remove_dir(dir).map_err(|e| plain(format!("cannot replace the empty {}: {e}", dir.display())))?;
-        }
-        std::fs::rename(&tmp, dir)
-            .map_err(|e| plain(format!("cannot rename {} to {}: {e}", tmp.display(), dir.display())))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
-        }
-        Ok(r)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
-}
-
-/// Where an import writes: a fresh database in the staging folder.
-pub struct ImportSink {
-    db: sled::Db,
-    batch: sled::Batch,
-    in_batch: usize,
-    names: std::collections::HashSet<Vec<u8>>,
-    r: Imported,
-}
-
-fn sink_error(e: sled::Error) -> ImportError {
-    plain(format!("the new database failed: {e}"))
-}
-
-impl ImportSink {
-    /// One mailbox (`line`: where the input had it, for the error when the
-    /// name was given twice). Its records are oldest first, at most one
-    /// effective.
-    pub(crate) fn mailbox(&mut self, line: usize, name: &[u8], m: &Mailbox) -> Result<(), ImportError> {
-        let part = key::mailbox_part(name);
-        if !self.names.insert(part.clone()) {
-            return Err(at(line)(format!("mailbox {:?} appears twice", String::from_utf8_lossy(name))));
-        }
-        self.r.mailboxes += 1;
-        self.batch.insert(key::name_key(&part), m.encode());
-        self.in_batch += 1;
-        if self.in_batch == 10_000 {
-            self.db.apply_batch(std::mem::take(&mut self.batch)).map_err(sink_error)?;
-            self.in_batch = 0;
-        }
-        Ok(())
-    }
-}
-
-fn build_with(
-    tmp: &Path,
-    compression: bool,
-    feed: impl FnOnce(&mut ImportSink) -> Result<(), ImportError>,
-) -> Result<Imported, ImportError> {
-    let db = sled::Config::new().path(tmp).use_compression(compression).open().map_err(sink_error)?;
-    let mut sink = ImportSink { db, batch: sled::Batch::default(), in_batch: 0, names: Default::default(), r: Imported::default() };
-    feed(&mut sink)?;
-    let ImportSink { db, batch, r, .. } = sink;
-    db.apply_batch(batch).map_err(sink_error)?;
-    verify::rebuild(&db, tmp, false).map_err(plain)?;
-    db.flush().map_err(sink_error)?;
-    Ok(r)
-}
 
 /// What an import of a Cyrus dump wrote and skipped.
 #[derive(Debug, Default, Clone)]

@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 
 use super::key::server_of;
-use super::{ReplicaGroup, Reply, NOT_SERVED};
-use crate::protocol::cyrus::{DOESNT_EXIST, MAILBOX_EXISTS, NOT_ACTIVE};
+use super::{Refusal, ReplicaGroup, Reply};
 use crate::protocol::Entry;
 
 /// The state of one record.
@@ -269,7 +268,7 @@ pub(crate) fn reserve(m: &mut Mailbox, location: &[u8], g: &Groups) -> Reply {
         return Reply::Done;
     }
     if m.records.iter().any(|r| !g.same_group(r.server(), s)) {
-        return Reply::No(MAILBOX_EXISTS);
+        return Reply::No(Refusal::MailboxExists);
     }
     let first = m.eff().is_none();
     m.records.push(Record { state: RecordState::Reserved, effective: first, location: location.to_vec(), acl: Vec::new() });
@@ -346,8 +345,8 @@ pub(crate) fn deactivate(m: &mut Mailbox, location: &[u8], g: &Groups) -> Reply 
         // holds it (Cyrus answers "not currently active" for a name it
         // holds at another location), and only an unknown name "doesn't
         // exist". Either way S has nothing to move.
-        None if m.records.is_empty() => Reply::No(DOESNT_EXIST),
-        None => Reply::No(NOT_ACTIVE),
+        None if m.records.is_empty() => Reply::No(Refusal::NoSuchMailbox),
+        None => Reply::No(Refusal::NotActive),
         Some(i) => {
             let r = &mut m.records[i];
             match r.state {
@@ -358,7 +357,7 @@ pub(crate) fn deactivate(m: &mut Mailbox, location: &[u8], g: &Groups) -> Reply 
                     Reply::Done
                 }
                 RecordState::Moving => Reply::Done,
-                RecordState::Reserved => Reply::No(NOT_ACTIVE),
+                RecordState::Reserved => Reply::No(Refusal::NotActive),
             }
         }
     };
@@ -423,7 +422,7 @@ pub(crate) fn resolve(m: &mut Mailbox, server: &[u8]) -> Reply {
             m.conflict = false;
             Reply::Done
         }
-        None => Reply::No(DOESNT_EXIST),
+        None => Reply::No(Refusal::NoSuchMailbox),
     }
 }
 
@@ -459,7 +458,7 @@ pub(crate) fn check_identity(who: Option<&[Vec<u8>]>, location: &[u8]) -> Result
     if may_assert(who, server_of(location)) {
         Ok(())
     } else {
-        Err(Reply::No(NOT_SERVED))
+        Err(Reply::No(Refusal::NotServed))
     }
 }
 

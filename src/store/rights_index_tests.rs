@@ -2,8 +2,14 @@
 //! the one-time rebuild of a database written with an older layout).
 
 use super::*;
-use crate::store::tests::{admin, cfg, pairs, rights};
-use crate::store::Store;
+use crate::store::engine::Batch;
+use crate::store::tests::{admin, cfg, open_at, pairs, rights};
+use crate::store::StoreConfig;
+
+/// The keys of one key space, through the engine.
+fn keys(s: &Directory, space: u8) -> Vec<Bytes> {
+    s.engine().scan_prefix(&[space]).map(|kv| kv.unwrap().0).collect()
+}
 
 #[test]
 fn parser_keeps_last_rights_at_the_last_place_and_skips_empty_ids() {
@@ -38,39 +44,38 @@ fn parser_is_linear_on_a_large_acl_with_repeats() {
 
 #[tokio::test]
 async fn rights_keys_hold_a_bounded_handle_of_the_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&StoreConfig::memory(), &[]).unwrap();
     let long = format!("shared.{}", "n".repeat(1000));
     let short = "user.user7";
     let acl: Vec<u8> = (0..100).flat_map(|i| format!("user{i}\tlrs\t").into_bytes()).collect();
     s.activate(&admin(), long.as_bytes(), b"be1!p", &acl).await.unwrap();
-    let db = &s.inner.db.get().unwrap();
-    let keys: Vec<sled::IVec> = db.scan_prefix([key::RIGHTS]).keys().map(|k| k.unwrap()).collect();
-    assert_eq!(keys.len(), 100);
+    let db = s.engine();
+    let rights_keys = keys(&s, key::RIGHTS);
+    assert_eq!(rights_keys.len(), 100);
     // A long name: a handle of LONG_HANDLE bytes, not the name, and one
     // key that maps the handle back.
-    for k in &keys {
+    for k in &rights_keys {
         assert!(k.len() <= 1 + "user99".len() + 1 + key::LONG_HANDLE, "{} bytes", k.len());
     }
-    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 1);
+    assert_eq!(keys(&s, key::HANDLES).len(), 1);
     // A short name is its own handle: no lookup key, keys in LIST order.
     s.activate(&admin(), short.as_bytes(), b"be1!p", b"user7\tlr\t").await.unwrap();
     let part = key::mailbox_part(short.as_bytes());
-    assert_eq!(db.get(key::rights_key(b"user7", &part)).unwrap().as_deref(), Some(&b"lr"[..]));
-    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 1);
+    assert_eq!(db.get(&key::rights_key(b"user7", &part)).unwrap().as_deref(), Some(&b"lr"[..]));
+    assert_eq!(keys(&s, key::HANDLES).len(), 1);
     assert_eq!(rights(&s, "user7", &[]), pairs(&[(&long, "lrs"), (short, "lr")]));
     // Removing the ACLs removes every key, the handle's too.
     s.activate(&admin(), long.as_bytes(), b"be1!p", b"").await.unwrap();
     s.activate(&admin(), short.as_bytes(), b"be1!p", b"").await.unwrap();
-    assert_eq!(db.scan_prefix([key::RIGHTS]).count(), 0);
-    assert_eq!(db.scan_prefix([key::HANDLES]).count(), 0);
+    assert_eq!(keys(&s, key::RIGHTS).len(), 0);
+    assert_eq!(keys(&s, key::HANDLES).len(), 0);
     assert!(rights(&s, "user7", &[]).is_empty());
 }
 
 #[tokio::test]
 async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     let a = admin();
     s.activate(&a, b"user.bob", b"be1!p", b"bob\tlrswipkxtecdan\t").await.unwrap();
     s.activate(&a, b"user.alice", b"be1!p", b"alice\tlrs\tbob\tlr\t").await.unwrap();
@@ -80,11 +85,12 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
     // Turn it into a database of the old layout: `r id 0 part` -> rights,
     // no digest keys, no layout key; plus a stale old key that the values
     // do not back (the rebuild trusts the values only).
-    let db = s.inner.db.get().unwrap();
-    for k in db.scan_prefix([key::RIGHTS]).keys().chain(db.scan_prefix([key::HANDLES]).keys()) {
-        db.remove(k.unwrap()).unwrap();
+    let db = s.engine().clone();
+    let mut b = Batch::default();
+    for k in keys(&s, key::RIGHTS).into_iter().chain(keys(&s, key::HANDLES)) {
+        b.remove(k);
     }
-    db.remove(key::rights_layout_key()).unwrap();
+    b.remove(key::rights_layout_key());
     let old_key = |id: &[u8], name: &[u8]| {
         let mut k = vec![key::RIGHTS];
         k.extend_from_slice(id);
@@ -92,20 +98,21 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
         k.extend_from_slice(&key::mailbox_part(name));
         k
     };
-    db.insert(old_key(b"bob", b"user.bob"), &b"lrswipkxtecdan"[..]).unwrap();
-    db.insert(old_key(b"bob", b"user.alice"), &b"lr"[..]).unwrap();
-    db.insert(old_key(b"bob", b"user.gone"), &b"lr"[..]).unwrap();
-    db.flush().unwrap();
+    b.insert(old_key(b"bob", b"user.bob"), &b"lrswipkxtecdan"[..]);
+    b.insert(old_key(b"bob", b"user.alice"), &b"lr"[..]);
+    b.insert(old_key(b"bob", b"user.gone"), &b"lr"[..]);
+    db.apply_unnumbered(b).unwrap();
+    db.sync_now().unwrap();
     drop(db);
     drop(s);
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     assert_eq!(rights(&s, "bob", &[]), want_bob);
     assert_eq!(rights(&s, "carol", &[]), pairs(&[("shared..odd", "lrs")]));
-    assert_eq!(s.inner.db.get().unwrap().get(key::rights_layout_key()).unwrap().as_deref(), Some(key::RIGHTS_LAYOUT));
-    assert_eq!(s.inner.db.get().unwrap().scan_prefix([key::RIGHTS]).count(), 5);
+    assert_eq!(s.engine().get(&key::rights_layout_key()).unwrap().as_deref(), Some(key::RIGHTS_LAYOUT));
+    assert_eq!(keys(&s, key::RIGHTS).len(), 5);
     // Reopening again does not rebuild (the layout key is there) and keeps it.
     drop(s);
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     assert_eq!(rights(&s, "bob", &[]), want_bob);
 }
 
@@ -116,7 +123,7 @@ async fn a_database_with_the_old_layout_is_rebuilt_once_at_open() {
 #[ignore]
 fn worst_allowed_activate_cost() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     let mut name = b"shared.".to_vec();
     name.resize(1024, b'n');
     let mut location = b"be1!".to_vec();

@@ -3,20 +3,128 @@
 //! and a property test over random interleavings.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tempfile::TempDir;
 
 use super::*;
-use crate::protocol::cyrus::{DOESNT_EXIST, MAILBOX_EXISTS, NOT_ACTIVE};
 use crate::protocol::Entry;
+use crate::replication::hub::Registration;
+use crate::replication::Hub;
+use Refusal::{MailboxExists as MAILBOX_EXISTS, NoSuchMailbox as DOESNT_EXIST, NotActive as NOT_ACTIVE, NotServed as NOT_SERVED};
 
-pub(super) fn cfg(dir: &TempDir) -> StoreConfig {
-    StoreConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
+pub(super) fn sled_cfg(dir: &TempDir) -> SledConfig {
+    SledConfig { path: dir.path().join("db"), cache_capacity: 8 << 20, compression: false, compression_level: 1, verify_on_open: Default::default() }
 }
 
-fn open(groups: &[ReplicaGroup]) -> (TempDir, Store) {
+pub(super) fn cfg(dir: &TempDir) -> StoreConfig {
+    StoreConfig::sled(sled_cfg(dir))
+}
+
+/// A directory with a tap on its hub: each write answers with what it
+/// published to the streams (the changes UPDATE streams were handed), so
+/// that the tests see the changes of every write through the directory
+/// itself, as a stream would.
+pub(super) struct Tapped {
+    d: Directory,
+    _tap: Registration,
+    /// The revision of the first change not yet taken by a write.
+    next: AtomicU64,
+}
+
+/// A write's answer and the changes it published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Out {
+    pub reply: Reply,
+    pub changes: Vec<Change>,
+}
+
+impl std::ops::Deref for Tapped {
+    type Target = Directory;
+
+    fn deref(&self) -> &Directory {
+        &self.d
+    }
+}
+
+impl Tapped {
+    fn new(d: Directory) -> Tapped {
+        // Registered and never taking: every change stays logged.
+        let tap = d.hub().subscribe(&[]);
+        let next = AtomicU64::new(d.hub().head_revision());
+        Tapped { d, _tap: tap, next }
+    }
+
+    /// What was published since the last write.
+    pub(super) fn published(&self) -> Vec<Change> {
+        let from = self.next.load(Ordering::Acquire);
+        let got = self.d.hub().logged_since(from);
+        self.next.store(self.d.hub().head_revision(), Ordering::Release);
+        got
+    }
+
+    fn out(&self, r: Result<WriteOutcome, StoreError>) -> Result<Out, StoreError> {
+        let changes = self.published();
+        r.map(|o| Out { reply: o.reply, changes })
+    }
+
+    pub(super) async fn reserve(&self, who: &Identity, name: &[u8], location: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.reserve(who, name, location).await;
+        self.out(r)
+    }
+
+    pub(super) async fn activate(&self, who: &Identity, name: &[u8], location: &[u8], acl: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.activate(who, name, location, acl).await;
+        self.out(r)
+    }
+
+    pub(super) async fn deactivate(&self, who: &Identity, name: &[u8], location: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.deactivate(who, name, location).await;
+        self.out(r)
+    }
+
+    pub(super) async fn delete(&self, who: &Identity, name: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.delete(who, name).await;
+        self.out(r)
+    }
+
+    pub(super) async fn resolve(&self, name: &[u8], server: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.resolve(name, server).await;
+        self.out(r)
+    }
+
+    pub(super) async fn delete_record(&self, name: &[u8], location: &[u8]) -> Result<Out, StoreError> {
+        let r = self.d.delete_record(name, location).await;
+        self.out(r)
+    }
+
+    /// The changes published, checked against the count returned.
+    pub(super) async fn set_primary(&self, group: &str, server: Option<&[u8]>) -> Result<Vec<Change>, StoreError> {
+        let r = self.d.set_primary(group, server).await;
+        let changes = self.published();
+        let n = r?;
+        assert_eq!(n, changes.len(), "set_primary's count and what it published");
+        Ok(changes)
+    }
+}
+
+/// Open a directory with its own hub, tapped.
+pub(super) fn open_at(cfg: &StoreConfig, groups: &[ReplicaGroup]) -> Result<Tapped, StoreError> {
+    Directory::open(cfg, groups, Hub::new(usize::MAX)).map(Tapped::new)
+}
+
+/// A directory on the in-memory engine (the folder is for tests that also
+/// write files).
+fn open(groups: &[ReplicaGroup]) -> (TempDir, Tapped) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&cfg(&dir), groups).unwrap();
+    let store = open_at(&StoreConfig::memory(), groups).unwrap();
+    (dir, store)
+}
+
+/// The same on sled.
+fn open_sled(groups: &[ReplicaGroup]) -> (TempDir, Tapped) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_at(&cfg(&dir), groups).unwrap();
     (dir, store)
 }
 
@@ -53,24 +161,24 @@ fn change(name: &str, servers: &[&str]) -> Change {
     Change { name: name.into(), servers: servers.iter().map(|s| s.as_bytes().to_vec()).collect() }
 }
 
-fn done(changes: Vec<Change>) -> WriteOutcome {
-    WriteOutcome { reply: Reply::Done, changes }
+fn done(changes: Vec<Change>) -> Out {
+    Out { reply: Reply::Done, changes }
 }
 
-fn no(text: &'static str) -> WriteOutcome {
-    WriteOutcome { reply: Reply::No(text), changes: vec![] }
+fn no(r: Refusal) -> Out {
+    Out { reply: Reply::No(r), changes: vec![] }
 }
 
-fn list(s: &Store) -> Vec<Entry> {
+fn list(s: &Directory) -> Vec<Entry> {
     s.list().collect::<Result<_, _>>().unwrap()
 }
 
-fn list_prefix(s: &Store, prefix: &str) -> Vec<Entry> {
+fn list_prefix(s: &Directory, prefix: &str) -> Vec<Entry> {
     s.list_prefix(prefix.as_bytes()).collect::<Result<_, _>>().unwrap()
 }
 
 /// (server, state, effective) of every record, oldest first.
-fn recs(s: &Store, name: &str) -> Vec<(String, RecordState, bool)> {
+fn recs(s: &Directory, name: &str) -> Vec<(String, RecordState, bool)> {
     s.records(name.as_bytes())
         .unwrap()
         .into_iter()
@@ -78,7 +186,7 @@ fn recs(s: &Store, name: &str) -> Vec<(String, RecordState, bool)> {
         .collect()
 }
 
-fn eff(s: &Store, name: &str) -> Option<Entry> {
+fn eff(s: &Directory, name: &str) -> Option<Entry> {
     s.effective(name.as_bytes()).unwrap()
 }
 
@@ -506,7 +614,7 @@ async fn set_primary_makes_the_primary_effective_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let groups = vec![group("pr", &["P", "R"], None)];
     {
-        let s = Store::open(&cfg(&dir), &groups).unwrap();
+        let s = open_at(&cfg(&dir), &groups).unwrap();
         for n in ["a", "b", "c"] {
             s.activate(&as_(&["P"]), n.as_bytes(), b"P!p", b"acl").await.unwrap();
         }
@@ -523,14 +631,14 @@ async fn set_primary_makes_the_primary_effective_and_persists() {
     }
     {
         // Same configuration: the run-time primary persists.
-        let s = Store::open(&cfg(&dir), &groups).unwrap();
+        let s = open_at(&cfg(&dir), &groups).unwrap();
         assert_eq!(s.groups(), [group("pr", &["P", "R"], Some("R"))]);
         assert_eq!(eff(&s, "a"), Some(mailbox("a", "R!p", "acl")));
         assert_eq!(s.set_primary("pr", None).await.unwrap(), []);
     }
     {
         // The configuration names a new primary: it wins and takes over.
-        let s = Store::open(&cfg(&dir), &[group("pr", &["P", "R"], Some("P"))]).unwrap();
+        let s = open_at(&cfg(&dir), &[group("pr", &["P", "R"], Some("P"))]).unwrap();
         assert_eq!(s.groups(), [group("pr", &["P", "R"], Some("P"))]);
         assert_eq!(eff(&s, "a"), Some(mailbox("a", "P!p", "acl")));
     }
@@ -574,13 +682,13 @@ async fn admin_records_resolve_and_delete_record() {
 async fn writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let s = Store::open(&cfg(&dir), &[]).unwrap();
+        let s = open_at(&cfg(&dir), &[]).unwrap();
         s.activate(&admin(), b"user.a", b"A!p", b"acl").await.unwrap();
         s.reserve(&admin(), b"user.b", b"B!p").await.unwrap();
         s.activate(&admin(), b"user.a", b"C!p", b"acl").await.unwrap();
         list(&s)
     };
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     assert_eq!(list(&s), before);
     assert_eq!(recs(&s, "user.a").len(), 2);
     assert_eq!(s.conflicts().unwrap().len(), 1);
@@ -590,6 +698,16 @@ async fn writes_survive_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_all_land() {
     let (_d, s) = open(&[]);
+    concurrent_writers(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_land_on_sled() {
+    let (_d, s) = open_sled(&[]);
+    concurrent_writers(&s).await;
+}
+
+async fn concurrent_writers(s: &Directory) {
     let mut tasks = Vec::new();
     for t in 0..8 {
         let s = s.clone();
@@ -606,9 +724,9 @@ async fn concurrent_writers_all_land() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(list(&s).len(), 8 * 25 + 1);
-    assert_eq!(recs(&s, "shared.hot").len(), 8);
-    assert_eq!(recs(&s, "shared.hot").iter().filter(|r| r.2).count(), 1);
+    assert_eq!(list(s).len(), 8 * 25 + 1);
+    assert_eq!(recs(s, "shared.hot").len(), 8);
+    assert_eq!(recs(s, "shared.hot").iter().filter(|r| r.2).count(), 1);
 }
 
 // ---- property test ----
@@ -654,7 +772,7 @@ mod prop {
         ]
     }
 
-    fn check_name(s: &Store, name: &str) {
+    fn check_name(s: &Directory, name: &str) {
         let r = s.records(name.as_bytes()).unwrap();
         let effs: Vec<_> = r.iter().filter(|r| r.effective).collect();
         assert!(effs.len() <= 1, "{name}: {r:?}");
@@ -680,10 +798,12 @@ mod prop {
         }
     }
 
-    async fn run(ops: Vec<Op>) {
+    /// On sled (`memory` false: and the reopen keeps everything) or on
+    /// the in-memory engine.
+    async fn run(ops: Vec<Op>, memory: bool) {
         let dir = tempfile::tempdir().unwrap();
         let groups = vec![group("pr", &["P", "R"], None)];
-        let s = Store::open(&cfg(&dir), &groups).unwrap();
+        let s = open_at(&if memory { StoreConfig::memory() } else { cfg(&dir) }, &groups).unwrap();
         // What UPDATE streams would hold: replaying changes.
         let mut seen: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         // ACTIVATEs answered done that nothing later took back: (name, server).
@@ -731,7 +851,7 @@ mod prop {
                     let before = all.iter().map(|&n| eff(&s, NAMES[n])).collect();
                     let server: Option<&[u8]> = p.map(|r| if r { b"R".as_slice() } else { b"P".as_slice() });
                     let changes = s.set_primary("pr", server).await.unwrap();
-                    (all, before, WriteOutcome { reply: Reply::Done, changes })
+                    (all, before, Out { reply: Reply::Done, changes })
                 }
                 Op::Resolve(n, srv) => {
                     let b = eff(&s, name_of(*n));
@@ -775,8 +895,11 @@ mod prop {
         let mut replay: Vec<Entry> = seen.into_values().collect();
         replay.sort_by_key(|e| key::mailbox_part(e.name()));
         assert_eq!(replay, listed);
+        if memory {
+            return;
+        }
         drop(s);
-        let s = Store::open(&cfg(&dir), &groups).unwrap();
+        let s = open_at(&cfg(&dir), &groups).unwrap();
         assert_eq!(list(&s), listed);
         for n in NAMES {
             check_name(&s, n);
@@ -788,7 +911,13 @@ mod prop {
         #[test]
         fn random_interleavings_keep_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(run(ops));
+            rt.block_on(run(ops, false));
+        }
+
+        #[test]
+        fn random_interleavings_keep_the_invariants_in_memory(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(run(ops, true));
         }
     }
 }
@@ -801,7 +930,7 @@ async fn disk_per_mailbox() {
     const USERS: usize = 2000;
     const BOXES: [&str; 10] = ["", ".Sent", ".Drafts", ".Trash", ".Junk", ".Archive", ".Archive.2023", ".Archive.2024", ".Lists", ".Lists.rust-users"];
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for t in 0..32 {
@@ -824,12 +953,12 @@ async fn disk_per_mailbox() {
     let n = USERS * BOXES.len();
     let elapsed = started.elapsed();
     drop(s);
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     assert_eq!(list(&s).len(), n);
     let on_disk = s.size_on_disk().unwrap();
     let files: u64 = walk(dir.path());
     let (mut keys, mut raw) = (0u64, 0u64);
-    for kv in s.inner.db.get().unwrap().iter() {
+    for kv in s.engine().scan_prefix(&[]) {
         let (k, v) = kv.unwrap();
         keys += 1;
         raw += (k.len() + v.len()) as u64;
@@ -851,7 +980,7 @@ async fn disk_per_mailbox() {
 
 // --- the rights index (user -> mailboxes with rights) ---
 
-pub(super) fn rights(s: &Store, user: &str, groups: &[&str]) -> Vec<(String, String)> {
+pub(super) fn rights(s: &Directory, user: &str, groups: &[&str]) -> Vec<(String, String)> {
     let groups: Vec<Vec<u8>> = groups.iter().map(|g| g.as_bytes().to_vec()).collect();
     s.rights_of(user.as_bytes(), &groups)
         .unwrap()
@@ -866,7 +995,7 @@ pub(super) fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn rights_index_follows_every_acl_change() {
-    let (dir, s) = open(&[]);
+    let (dir, s) = open_sled(&[]);
     let a = admin();
     s.activate(&a, b"user.bob", b"be1!p", b"bob\tlrswipkxtecdan\t").await.unwrap();
     s.activate(&a, b"user.alice", b"be1!p", b"alice\tlrswipkxtecdan\tbob\tlr\t").await.unwrap();
@@ -890,33 +1019,33 @@ async fn rights_index_follows_every_acl_change() {
     s.delete(&a, b"shared.news").await.unwrap();
     assert_eq!(rights(&s, "bob", &[]), pairs(&[("user.bob", "lr")]));
     drop(s);
-    let s = Store::open(&cfg(&dir), &[]).unwrap();
+    let s = open_at(&cfg(&dir), &[]).unwrap();
     assert_eq!(rights(&s, "bob", &[]), pairs(&[("user.bob", "lr")]));
     assert_eq!(rights(&s, "nobody", &[]), pairs(&[]));
 }
 
 #[test]
 fn acl_parsing_keeps_the_last_entry_of_an_identifier() {
-    let v = engine::parse_acl(b"a\tlr\tb\tx\ta\tlrs\t\t");
+    let v = directory::parse_acl(b"a\tlr\tb\tx\ta\tlrs\t\t");
     assert_eq!(v, vec![(b"b".to_vec(), b"x".to_vec()), (b"a".to_vec(), b"lrs".to_vec())]);
-    assert!(engine::parse_acl(b"").is_empty());
+    assert!(directory::parse_acl(b"").is_empty());
 }
 
 #[tokio::test]
 async fn compressed_store_keeps_its_data_and_refuses_a_mismatched_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let compressed = StoreConfig { compression: true, ..cfg(&dir) };
-    let s = Store::open(&compressed, &[]).unwrap();
+    let compressed = StoreConfig::sled(SledConfig { compression: true, ..sled_cfg(&dir) });
+    let s = open_at(&compressed, &[]).unwrap();
     s.activate(&admin(), b"user.z", b"A!p", b"z\tlrs\t").await.unwrap();
     drop(s);
-    let s = Store::open(&compressed, &[]).unwrap();
+    let s = open_at(&compressed, &[]).unwrap();
     assert_eq!(s.find(&admin(), b"user.z").unwrap(), Some(mailbox("user.z", "A!p", "z\tlrs\t")));
     drop(s);
     // The setting is the database's: a reopen with the other one is refused
     // with an error, and loses nothing.
-    let err = Store::open(&cfg(&dir), &[]).err().expect("mismatch refused");
+    let err = open_at(&cfg(&dir), &[]).err().expect("mismatch refused");
     assert!(err.to_string().contains("compression"), "{err}");
-    let s = Store::open(&compressed, &[]).unwrap();
+    let s = open_at(&compressed, &[]).unwrap();
     assert!(s.find(&admin(), b"user.z").unwrap().is_some());
 }
 
@@ -924,7 +1053,7 @@ async fn compressed_store_keeps_its_data_and_refuses_a_mismatched_reopen() {
 async fn prefix_list_reads_records_from_the_index_and_follows_every_change() {
     let (_d, s) = open(&[]);
     let a = admin();
-    let prefix = |s: &Store| -> Vec<Entry> { s.list_prefix(b"A!").map(|e| e.unwrap()).collect() };
+    let prefix = |s: &Directory| -> Vec<Entry> { s.list_prefix(b"A!").map(|e| e.unwrap()).collect() };
     s.reserve(&a, b"user.x", b"A!p").await.unwrap();
     assert_eq!(prefix(&s), [reserve_line("user.x", "A!p")]);
     s.activate(&a, b"user.x", b"A!p", b"x\tlr\t").await.unwrap();
@@ -970,7 +1099,7 @@ fn a_large_activate_does_not_hold_the_async_worker() {
     for i in 0..1024 {
         acl.extend_from_slice(format!("{i:0>256}\tlrswipkxtecda\t").as_bytes());
     }
-    assert!(name.len() + acl.len() > engine::OFFLOAD_BYTES);
+    assert!(name.len() + acl.len() > directory::OFFLOAD_BYTES);
     let mut gaps = Vec::new();
     for round in 0..5 {
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1009,13 +1138,13 @@ fn the_seal_refuses_a_directory_that_lost_its_tail() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     {
-        let s = Store::open(&cfg(&dir), &[]).unwrap();
+        let s = open_at(&cfg(&dir), &[]).unwrap();
         for n in ["user.a", "user.b", "user.c"] {
             rt.block_on(s.activate(&admin(), n.as_bytes(), b"be1!p", b"a\tlrs\t")).unwrap();
         }
     }
     // A clean stop sealed it: it opens, and stops cleanly again.
-    drop(Store::open(&cfg(&dir), &[]).unwrap());
+    drop(open_at(&cfg(&dir), &[]).unwrap());
     {
         let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
         let part = key::mailbox_part(b"user.b");
@@ -1030,7 +1159,7 @@ fn the_seal_refuses_a_directory_that_lost_its_tail() {
         db.apply_batch(batch).unwrap();
         db.flush().unwrap();
     }
-    match Store::open(&cfg(&dir), &[]) {
+    match open_at(&cfg(&dir), &[]) {
         Err(StoreError::Damaged(m)) => assert!(m.contains("lost 1 mailboxes"), "{m}"),
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a directory that lost a mailbox since its clean stop was served"),

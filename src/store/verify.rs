@@ -5,9 +5,10 @@
 //! - **Summaries** (`c stripe:u16be` -> count:u64be digest:u64be): per
 //!   write stripe (the per-name lock, [`STRIPES`]), the number of names and
 //!   the wrapping sum of a 64-bit hash of each name key and its value.
-//!   [`Store::update`](super::Store) changes its stripe's summary in the
-//!   same `apply_batch` as the value, under the stripe lock, so no global
-//!   lock is needed and a summary always matches its records in sled.
+//!   [`Directory`](super::Directory)'s read-modify-write changes its
+//!   stripe's summary in the same batch as the value, under the stripe
+//!   lock, so no global lock is needed and a summary always matches its
+//!   records in the engine.
 //!   `c` alone holds the summary format version (1); a directory written
 //!   before summaries existed gets them computed once at open.
 //! - **The seal** (`<data_dir>/mupdated.seal`): written (and fsynced, with
@@ -34,16 +35,23 @@
 //! The expected index entries of a name come from `index_entries`, used
 //! by the full check and by [`rebuild`]; the rights part is in
 //! `rights_entries` alone, so that a new rights-key layout changes one
-//! function here (and the incremental code in `engine.rs`).
+//! function here (and the incremental code in `directory.rs`).
+//!
+//! Everything here reads and writes through the engine seam
+//! ([`Engine`]); the seal file, [`open_offline`] and [`quietly`] are the
+//! sled engine's (`engine/sled/seal.rs`, `engine/sled/offline.rs`),
+//! re-exported here for the offline tools.
 //!
 //! A panic inside sled on a damaged file (seen with a database truncated
 //! by 1 MiB) is caught ([`quietly`]) and becomes the damage message.
 
-use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use super::engine::{acl_entries, index_value, GroupState};
+use super::directory::{acl_entries, index_value, GroupState};
+pub(crate) use super::engine::sled::seal::{read_seal, remove_seal, write_seal};
+pub use super::engine::sled::seal::SEAL_FILE;
+pub use super::engine::sled::offline::{compression_of, open_offline, quietly, OpenError};
+use super::engine::{Batch, Engine, EngineError, Scan};
 use super::key;
 use super::model::Mailbox;
 use super::STRIPES;
@@ -54,8 +62,6 @@ pub(crate) const SUMMARIES: u8 = b'c';
 const META_KEY: [u8; 1] = [SUMMARIES];
 const SUMMARY_VERSION: u8 = 1;
 
-/// The clean-stop seal's file name inside the data folder.
-pub const SEAL_FILE: &str = "mupdated.seal";
 
 /// What to tell an operator whose directory is damaged.
 pub const WHAT_TO_DO: &str = "What to do: stop here and keep the folder as it is; restore a backup \
@@ -189,182 +195,14 @@ pub(crate) fn index_entries(part: &[u8], m: &Mailbox) -> IndexEntries {
     }
 }
 
-/// Run `f`, turning a panic into an error with the panic's message, and
-/// without printing it (a damaged file must give the damage message, not
-/// a backtrace). Panics of other threads meanwhile go to the usual hook.
-pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let me = std::thread::current().id();
-    let caught: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let prev = Arc::new(panic::take_hook());
-    {
-        let caught = caught.clone();
-        let prev = prev.clone();
-        panic::set_hook(Box::new(move |info| {
-            if std::thread::current().id() == me {
-                let at = info
-                    .location()
-                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                let what = info
-                    .payload()
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into());
-                *caught.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{what}{at}"));
-            } else {
-                prev(info);
-            }
-        }));
-    }
-    let r = panic::catch_unwind(AssertUnwindSafe(f));
-    // Drop our hook (and its clone of `prev`) before restoring `prev`.
-    panic::set_hook(Box::new(|_| {}));
-    match Arc::try_unwrap(prev) {
-        Ok(p) => panic::set_hook(p),
-        Err(p) => panic::set_hook(Box::new(move |i| p(i))),
-    }
-    r.map_err(|_| {
-        let msg = caught.lock().unwrap_or_else(|e| e.into_inner()).take();
-        format!(
-            "the storage engine failed on this directory ({})",
-            msg.unwrap_or_else(|| "panic".into())
-        )
-    })
-}
-
-/// Does sled's `conf` in `dir` say the database is compressed? (Offline
-/// tools must open it with the value it was created with.)
-pub fn compression_of(dir: &Path) -> Result<bool, String> {
-    let conf = dir.join("conf");
-    // Text lines followed by a binary checksum.
-    let bytes = std::fs::read(&conf).map_err(|e| {
-        format!(
-            "{} is not a mupdated data directory (cannot read {}: {e})",
-            dir.display(),
-            conf.display()
-        )
-    })?;
-    Ok(!String::from_utf8_lossy(&bytes)
-        .lines()
-        .any(|l| l.trim() == "use_compression: false"))
-}
-
-/// Why an offline tool could not open a data directory.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// No sled database there (usage error).
-    #[error("{0}")]
-    NotADirectory(String),
-    /// Locked by a running server, or an I/O failure.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The engine panicked or reported corruption: the file is damaged.
-    #[error("{0}")]
-    Damaged(String),
-}
-
-/// Open an existing data directory for an offline tool.
-pub fn open_offline(dir: &Path) -> Result<sled::Db, OpenError> {
-    let compression = compression_of(dir).map_err(OpenError::NotADirectory)?;
-    let r = quietly(|| {
-        sled::Config::new()
-            .path(dir)
-            .use_compression(compression)
-            .open()
-    })
-    .map_err(OpenError::Damaged)?;
-    r.map_err(|e| match e {
-        sled::Error::Corruption { .. } => OpenError::Damaged(format!("cannot open {}: {e}", dir.display())),
-        e => {
-            let s = e.to_string();
-            if s.contains("lock") || s.contains("WouldBlock") || s.contains("temporarily unavailable") {
-                OpenError::Unavailable(format!(
-                    "cannot open {}: {s} (is mupdated running on it? stop it first, or use `mupdatectl backup` for a live copy)",
-                    dir.display()
-                ))
-            } else {
-                OpenError::Unavailable(format!("cannot open {}: {s}", dir.display()))
-            }
-        }
-    })
-}
-
-// ---- the seal ----
-
-fn seal_path(dir: &Path) -> PathBuf {
-    dir.join(SEAL_FILE)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Write the seal: a temporary file, fsync, rename, fsync the folder.
-pub(crate) fn write_seal(dir: &Path, total: Summary) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    write!(
-        f,
-        "mupdated clean stop\nmailboxes {}\ndigest {:016x}\n",
-        total.count, total.digest
-    )?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, seal_path(dir))?;
-    sync_dir(dir)
-}
-
-/// The seal, if there is one.
-pub(crate) fn read_seal(dir: &Path) -> Result<Option<Summary>, String> {
-    let text = match std::fs::read_to_string(seal_path(dir)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", seal_path(dir).display())),
-    };
-    let mut lines = text.lines();
-    let bad = || {
-        format!(
-            "{} is not a seal written by mupdated",
-            seal_path(dir).display()
-        )
-    };
-    if lines.next() != Some("mupdated clean stop") {
-        return Err(bad());
-    }
-    let count = lines
-        .next()
-        .and_then(|l| l.strip_prefix("mailboxes "))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(bad)?;
-    let digest = lines
-        .next()
-        .and_then(|l| l.strip_prefix("digest "))
-        .and_then(|n| u64::from_str_radix(n, 16).ok())
-        .ok_or_else(bad)?;
-    Ok(Some(Summary { count, digest }))
-}
-
-/// Remove the seal (and make the removal durable) before the first write.
-pub(crate) fn remove_seal(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(seal_path(dir)) {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 // ---- summaries as stored ----
 
 /// The stored summaries, one per stripe (missing ones are empty), and the
 /// problems met reading them.
-fn stored_summaries(db: &sled::Db) -> Result<(Vec<Summary>, Vec<String>), sled::Error> {
+fn stored_summaries(db: &dyn Engine) -> Result<(Vec<Summary>, Vec<String>), EngineError> {
     let mut out = vec![Summary::default(); STRIPES];
     let mut problems = Vec::new();
-    for kv in db.scan_prefix([SUMMARIES]) {
+    for kv in db.scan_prefix(&[SUMMARIES]) {
         let (k, v) = kv?;
         if k.len() == 1 {
             continue;
@@ -393,31 +231,31 @@ fn total(sums: &[Summary]) -> Summary {
 }
 
 /// Sum of the stored summaries (what the seal records at a clean stop).
-pub(crate) fn stored_total(db: &sled::Db) -> Result<Summary, sled::Error> {
+pub(crate) fn stored_total(db: &dyn Engine) -> Result<Summary, EngineError> {
     Ok(total(&stored_summaries(db)?.0))
 }
 
 /// Summaries recomputed from the records.
-fn computed_summaries(db: &sled::Db) -> Result<Vec<Summary>, sled::Error> {
+fn computed_summaries(db: &dyn Engine) -> Result<Vec<Summary>, EngineError> {
     let mut out = vec![Summary::default(); STRIPES];
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv?;
         out[stripe_of(&k[1..])].add(&k, &v);
     }
     Ok(out)
 }
 
-fn write_summaries(db: &sled::Db, sums: &[Summary]) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
+fn write_summaries(db: &dyn Engine, sums: &[Summary]) -> Result<(), EngineError> {
+    let mut batch = Batch::default();
     for (i, s) in sums.iter().enumerate() {
         if *s == Summary::default() {
-            batch.remove(&summary_key(i)[..]);
+            batch.remove(summary_key(i));
         } else {
-            batch.insert(&summary_key(i)[..], &s.encode()[..]);
+            batch.insert(summary_key(i), s.encode());
         }
     }
-    batch.insert(&META_KEY[..], &[SUMMARY_VERSION][..]);
-    db.apply_batch(batch)
+    batch.insert(META_KEY, [SUMMARY_VERSION]);
+    db.apply_unnumbered(batch)
 }
 
 fn lost_text(seal: Summary, now: Summary) -> String {
@@ -448,14 +286,14 @@ fn lost_text(seal: Summary, now: Summary) -> String {
 /// notes worth logging. Writes only when a directory from before summaries
 /// existed gets its summaries.
 pub(crate) fn check_at_open(
-    db: &sled::Db,
+    db: &dyn Engine,
     dir: &Path,
     mode: VerifyMode,
 ) -> Result<Vec<String>, String> {
     let seal = read_seal(dir)?;
     let mut notes = Vec::new();
-    let se = |e: sled::Error| format!("reading the database failed: {e}");
-    let has_meta = db.get(META_KEY).map_err(se)?;
+    let se = |e: EngineError| format!("reading the database failed: {e}");
+    let has_meta = db.get(&META_KEY).map_err(se)?;
     match has_meta.as_deref() {
         Some([SUMMARY_VERSION]) => {}
         Some(v) => return Err(format!("unknown summary format {v:?}")),
@@ -505,9 +343,9 @@ pub(crate) fn check_at_open(
 /// while it recovered is found within seconds of the start, not at the
 /// first read of that name. `Ok(None)`: nothing found, or `stop` was set
 /// (the store is closing). A sled panic on a damaged page is damage too.
-pub(crate) fn read_everything(db: &sled::Db, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
-    let scan = quietly(|| -> Result<Option<String>, sled::Error> {
-        for (n, kv) in db.iter().enumerate() {
+pub(crate) fn read_everything(all: Scan, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
+    let scan = quietly(|| -> Result<Option<String>, EngineError> {
+        for (n, kv) in all.enumerate() {
             if n % 1024 == 0 && stop.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(None);
             }
@@ -568,10 +406,10 @@ fn name_text(part: &[u8]) -> String {
 /// Read every key once and compare everything that can be recomputed.
 /// `progress` gets the number of keys read every 100,000 keys.
 pub fn full_check(
-    db: &sled::Db,
+    db: &dyn Engine,
     dir: &Path,
     mut progress: impl FnMut(u64),
-) -> Result<Report, sled::Error> {
+) -> Result<Report, EngineError> {
     let mut r = Report::default();
     let mut sums = vec![Summary::default(); STRIPES];
     let (mut want_s, mut want_r, mut want_x) =
@@ -582,7 +420,7 @@ pub fn full_check(
     let mut unknown = 0u64;
     let mut bad_groups = 0u64;
     let mut seen = 0u64;
-    for kv in db.iter() {
+    for kv in db.scan_prefix(&[]) {
         let (k, v) = kv?;
         seen += 1;
         if seen % 100_000 == 0 {
@@ -645,7 +483,7 @@ pub fn full_check(
     }
     let (stored, problems) = stored_summaries(db)?;
     r.problems.extend(problems);
-    if db.get(META_KEY)?.is_none() {
+    if db.get(&META_KEY)?.is_none() {
         r.notes.push(
             "no integrity summaries yet (written by an older version; the next open computes them)"
                 .into(),
@@ -715,21 +553,21 @@ pub struct Rebuilt {
     pub dropped: Vec<String>,
 }
 
-fn remove_space(db: &sled::Db, space: u8) -> Result<(), sled::Error> {
+fn remove_space(db: &dyn Engine, space: u8) -> Result<(), EngineError> {
     loop {
-        let keys: Vec<sled::IVec> = db
-            .scan_prefix([space])
-            .keys()
+        let keys: Vec<_> = db
+            .scan_prefix(&[space])
             .take(10_000)
+            .map(|kv| kv.map(|(k, _)| k))
             .collect::<Result<_, _>>()?;
         if keys.is_empty() {
             return Ok(());
         }
-        let mut b = sled::Batch::default();
+        let mut b = Batch::default();
         for k in keys {
             b.remove(k);
         }
-        db.apply_batch(b)?;
+        db.apply_unnumbered(b)?;
     }
 }
 
@@ -738,11 +576,11 @@ fn remove_space(db: &sled::Db, space: u8) -> Result<(), sled::Error> {
 /// now is (the loss of anything already gone is accepted). Refuses when a
 /// value does not decode, unless `drop_undecodable` (then those names are
 /// removed and listed).
-pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebuilt, String> {
-    let se = |e: sled::Error| format!("the database failed: {e}");
+pub fn rebuild(db: &dyn Engine, dir: &Path, drop_undecodable: bool) -> Result<Rebuilt, String> {
+    let se = |e: EngineError| format!("the database failed: {e}");
     let mut out = Rebuilt::default();
     let mut bad = Vec::new();
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv.map_err(se)?;
         let ok = matches!(Mailbox::decode(&v), Ok(m) if !m.records.is_empty())
             && key::name_of_part(&k[1..]).is_some();
@@ -760,17 +598,19 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
         ));
     }
     remove_seal(dir).map_err(|e| format!("cannot remove the seal: {e}"))?;
+    let mut drop_bad = Batch::default();
     for k in bad {
         out.dropped.push(name_text(&k[1..]));
-        db.remove(k).map_err(se)?;
+        drop_bad.remove(k);
     }
+    db.apply_unnumbered(drop_bad).map_err(se)?;
     for space in [key::SERVERS, key::RIGHTS, key::HANDLES, key::CONFLICTS, SUMMARIES] {
         remove_space(db, space).map_err(se)?;
     }
     let mut sums = vec![Summary::default(); STRIPES];
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut in_batch = 0;
-    for kv in db.scan_prefix([key::NAMES]) {
+    for kv in db.scan_prefix(&[key::NAMES]) {
         let (k, v) = kv.map_err(se)?;
         let part = &k[1..];
         let m = Mailbox::decode(&v).map_err(|e| format!("{}: {e}", name_text(part)))?;
@@ -782,21 +622,21 @@ pub fn rebuild(db: &sled::Db, dir: &Path, drop_undecodable: bool) -> Result<Rebu
             in_batch += 1;
         }
         if let Some(k) = e.conflict {
-            batch.insert(k, &[][..]);
+            batch.insert(k, Vec::new());
             in_batch += 1;
         }
         if in_batch >= 10_000 {
             out.index_entries += in_batch;
-            db.apply_batch(std::mem::take(&mut batch)).map_err(se)?;
+            db.apply_unnumbered(std::mem::take(&mut batch)).map_err(se)?;
             in_batch = 0;
         }
     }
     out.index_entries += in_batch;
     // What was just built is the current rights layout: no migration at open.
     batch.insert(key::rights_layout_key(), key::RIGHTS_LAYOUT);
-    db.apply_batch(batch).map_err(se)?;
+    db.apply_unnumbered(batch).map_err(se)?;
     write_summaries(db, &sums).map_err(se)?;
-    db.flush().map_err(se)?;
+    db.sync_now().map_err(se)?;
     write_seal(dir, total(&sums)).map_err(|e| format!("cannot write the seal: {e}"))?;
     Ok(out)
 }

@@ -29,5 +29,5 @@ pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(
     }
     let identity = st.identity();
     let r = st.app.store.delete(&identity, &name).await;
-    write_done(st, out, &tag, r).await
+    write_done(out, &tag, r).await
 }

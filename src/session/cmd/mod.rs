@@ -7,9 +7,10 @@
 //! `src/protocol/parse.rs` (pure, fuzzed); this module maps a verb to its
 //! file ([`spec`], [`run`]).
 //!
-//! Two things every write shares live here, once each: [`publish`] hands
-//! a write's changes to the UPDATE streams, and [`answer_reply`] turns the
-//! store's [`Reply`] into wire text.
+//! What every write shares lives here, once: [`answer_reply`] turns the
+//! store's [`Reply`] into wire text ([`refusal_text`]). The UPDATE streams
+//! hear a write from the directory itself, once it is durable: no command
+//! publishes anything.
 
 pub(super) mod activate;
 pub(super) mod admin;
@@ -32,10 +33,9 @@ use tracing::error;
 use super::capabilities::Capabilities;
 use super::dispatch::no;
 use super::{Next, SessionError, State};
-use crate::app::App;
 use crate::net::connection::Output;
 use crate::protocol::{cyrus, Command, Status, Verb};
-use crate::store::{Change, Reply, StoreError, WriteOutcome};
+use crate::store::{Refusal, Reply, StoreError, WriteOutcome};
 
 /// Answer to a write or read the store could not complete.
 pub(super) const INTERNAL_ERROR: &str = "internal error, see the server log";
@@ -141,18 +141,23 @@ pub(super) async fn run<S: AsyncWrite + Unpin + Send>(
     }
 }
 
-/// Hand a durable write's changes to the UPDATE streams. Every write
-/// path calls this, once, before answering the writer.
-pub(super) fn publish(app: &App, changes: &[Change]) {
-    app.hub.publish(changes);
-}
-
 /// The wire answer to the store's verdict on a write: `OK "done"` or
 /// `NO` with its text.
 pub(super) fn reply_answer(reply: &Reply) -> (Status, &'static str) {
     match reply {
         Reply::Done => (Status::Ok, cyrus::DONE),
-        Reply::No(text) => (Status::No, text),
+        Reply::No(r) => (Status::No, refusal_text(*r)),
+    }
+}
+
+/// The wire text of a refused write (Cyrus's, with its source pointers in
+/// src/protocol/cyrus.rs).
+pub(super) fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::MailboxExists => cyrus::MAILBOX_EXISTS,
+        Refusal::NoSuchMailbox => cyrus::DOESNT_EXIST,
+        Refusal::NotActive => cyrus::NOT_ACTIVE,
+        Refusal::NotServed => cyrus::NOT_SERVED,
     }
 }
 
@@ -166,17 +171,16 @@ pub(super) async fn answer_reply<S: AsyncWrite + Unpin>(
     State::tagged(out, tag, status, text).await
 }
 
-/// The end of a write command: publish, then answer.
+/// The end of a write command: its answer (the streams were told by the
+/// directory before the write returned).
 pub(super) async fn write_done<S: AsyncWrite + Unpin>(
-    st: &State,
     out: &mut Output<'_, S>,
     tag: &[u8],
     r: Result<WriteOutcome, StoreError>,
 ) -> Result<Next, SessionError> {
     match r {
         Ok(outcome) => {
-            // Durable by now: tell the streams, then the writer.
-            publish(&st.app, &outcome.changes);
+            // Durable by now, and the streams were told.
             answer_reply(out, tag, &outcome.reply).await?;
             Ok(Next::Continue)
         }

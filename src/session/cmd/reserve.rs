@@ -35,5 +35,5 @@ pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(
     }
     let identity = st.identity();
     let r = st.app.store.reserve(&identity, &name, &location).await;
-    write_done(st, out, &tag, r).await
+    write_done(out, &tag, r).await
 }

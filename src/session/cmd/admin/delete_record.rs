@@ -5,7 +5,6 @@
 
 use super::AdminResult;
 use crate::app::App;
-use crate::session::cmd::publish;
 
 /// Two arguments: the name and the location.
 pub(super) const ARITY: (usize, usize) = (2, 2);
@@ -14,6 +13,5 @@ pub(super) const ARITY: (usize, usize) = (2, 2);
 pub(super) async fn run(app: &App, mut args: Vec<Vec<u8>>) -> AdminResult {
     let (name, location) = (args.remove(0), args.remove(0));
     let outcome = app.store.delete_record(&name, &location).await?;
-    publish(app, &outcome.changes);
     Ok(outcome.reply)
 }

@@ -11,7 +11,6 @@ use super::{data, AdminResult};
 use crate::app::App;
 use crate::net::connection::Output;
 use crate::net::log::Escaped;
-use crate::session::cmd::publish;
 use crate::store::{Reply, StoreError};
 
 /// The group, and optionally the server.
@@ -33,9 +32,8 @@ pub(super) async fn run<S: AsyncWrite + Unpin>(
     } else {
         let server = args.remove(1);
         let server = if server.is_empty() { None } else { Some(&server[..]) };
-        let changes = app.store.set_primary(&group, server).await?;
-        publish(app, &changes);
-        info!(group = %Escaped(group.as_bytes()), primary = %Escaped(server.unwrap_or(b"")), changed = changes.len(), "primary set");
+        let changed = app.store.set_primary(&group, server).await?;
+        info!(group = %Escaped(group.as_bytes()), primary = %Escaped(server.unwrap_or(b"")), changed, "primary set");
     }
     Ok(Reply::Done)
 }

@@ -8,7 +8,6 @@ use tracing::info;
 use super::AdminResult;
 use crate::app::App;
 use crate::net::log::Escaped;
-use crate::session::cmd::publish;
 use crate::store::Reply;
 
 /// Two arguments: the name and the server.
@@ -18,7 +17,6 @@ pub(super) const ARITY: (usize, usize) = (2, 2);
 pub(super) async fn run(app: &App, mut args: Vec<Vec<u8>>) -> AdminResult {
     let (name, server) = (args.remove(0), args.remove(0));
     let outcome = app.store.resolve(&name, &server).await?;
-    publish(app, &outcome.changes);
     if let Reply::Done = outcome.reply {
         info!(name = %Escaped(&name), server = %Escaped(&server), "conflict resolved");
     }

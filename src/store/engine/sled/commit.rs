@@ -2,12 +2,13 @@
 //! one ran; and recovery from a failing disk.
 //!
 //! A writer, holding its name's stripe lock, takes a sequence number with
-//! [`Committer::begin`] *before* it applies its batch to sled (in memory,
+//! [`Sequencer::begin`] *before* it applies its batch to sled (in memory,
 //! fast), records it as the stripe's last number, applies, and calls
-//! [`Committer::end`]; then it awaits [`Committer::durable`]. A dedicated
+//! [`Sequencer::end`]; then it awaits [`Sequencer::durable`]. A dedicated
 //! thread loops: take the highest number below which every begun write
 //! has ended, `flush()` sled, fsync what sled's flush does not (see
-//! [`Syncer`]), publish that number on a `watch` channel. A reader that
+//! [`Syncer`]), and advance the sequencer's mark to that number (which
+//! hands the changes up to it to the streams, then wakes the waiters). A reader that
 //! saw a name's value waits for its stripe's last number, so no answer
 //! shows a write a crash could lose; writers that pile up behind a running
 //! fsync share the next one. The fsync never runs on a tokio worker
@@ -21,19 +22,17 @@
 //! be written and fsynced, it reopens sled (what was acknowledged was
 //! fsynced, so it is there) and logs the recovery once.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
-use super::StoreError;
+use super::super::{EngineError, Sequencer};
 
 /// How often a failing store checks whether it can write again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,25 +42,6 @@ const PROBE_BYTES: usize = 1 << 20;
 /// How long a reopen waits for the last handles on the old database
 /// (iterators of reads in progress) to go.
 const REOPEN_TRIES: u32 = 50;
-
-/// What the commit thread publishes.
-#[derive(Debug, Clone, Default)]
-struct Durable {
-    /// Every write numbered up to this is on disk, except those in
-    /// `failed`.
-    seq: u64,
-    /// The last failure.
-    error: Option<Arc<str>>,
-    /// Ranges of numbers whose writes may be lost (one per failure; the
-    /// last one grows while the store is failing).
-    failed: Vec<(u64, u64)>,
-}
-
-impl Durable {
-    fn failed(&self, seq: u64) -> bool {
-        self.failed.iter().any(|&(a, b)| a <= seq && seq <= b)
-    }
-}
 
 /// The open database; replaced when the store recovers from a failing
 /// disk. `None` only while a reopen runs.
@@ -74,22 +54,22 @@ pub(crate) struct DbCell {
 }
 
 impl DbCell {
-    pub fn open(config: sled::Config, dir: &Path) -> Result<DbCell, StoreError> {
-        let db = config.open()?;
+    pub fn open(config: sled::Config, dir: &Path) -> Result<DbCell, EngineError> {
+        let db = config.open().map_err(engine_error)?;
         Ok(DbCell { db: RwLock::new(Some(db)), epoch: AtomicU64::new(0), config, dir: dir.to_path_buf() })
     }
 
     /// The database now (a cheap handle).
-    pub fn get(&self) -> Result<sled::Db, StoreError> {
-        self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Unavailable)
+    pub fn get(&self) -> Result<sled::Db, EngineError> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(EngineError::Unavailable)
     }
 
     /// Hold the database while `f` reads or writes it: a reopen waits, so
     /// that a write lands in, and a reader's stripe number belongs to, the
     /// database it used.
-    pub fn with<R>(&self, f: impl FnOnce(&sled::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn with<R>(&self, f: impl FnOnce(&sled::Db) -> Result<R, EngineError>) -> Result<R, EngineError> {
         let g = self.db.read().unwrap_or_else(|e| e.into_inner());
-        f(g.as_ref().ok_or(StoreError::Unavailable)?)
+        f(g.as_ref().ok_or(EngineError::Unavailable)?)
     }
 
     /// Changes when the database is reopened.
@@ -98,15 +78,24 @@ impl DbCell {
     }
 
     /// Flush sled and fsync everything it wrote (used at open).
-    pub fn sync_now(&self) -> Result<(), StoreError> {
-        self.get()?.flush()?;
+    pub fn sync_now(&self) -> Result<(), EngineError> {
+        self.get()?.flush().map_err(engine_error)?;
         Syncer::open(&self.dir).map_err(io_error)?;
         Ok(())
     }
 }
 
-fn io_error(e: std::io::Error) -> StoreError {
-    StoreError::Durability(e.to_string())
+/// sled's errors in engine terms.
+pub(crate) fn engine_error(e: sled::Error) -> EngineError {
+    match e {
+        sled::Error::Io(e) => EngineError::Io(e.to_string()),
+        e @ sled::Error::Corruption { .. } => EngineError::Corrupt(e.to_string()),
+        e => EngineError::Other(e.to_string()),
+    }
+}
+
+fn io_error(e: std::io::Error) -> EngineError {
+    EngineError::Durability(e.to_string())
 }
 
 /// What sled's `flush()` leaves undone on Linux: it makes its log
@@ -203,146 +192,36 @@ fn sync_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-struct Shared {
-    /// The next number to hand out, and the numbers begun but not ended.
-    seqs: Mutex<(u64, BTreeSet<u64>)>,
-    /// The last number begun on each stripe.
-    stripes: Box<[AtomicU64]>,
-    shutdown: AtomicBool,
-    /// Tests: while set, the thread publishes nothing.
-    #[cfg(test)]
-    hold: AtomicBool,
-}
-
+/// The commit thread: it advances the sequencer's durable mark after each
+/// flush and fsync; dropping this stops and joins it.
 pub(crate) struct Committer {
-    shared: Arc<Shared>,
-    durable: watch::Receiver<Durable>,
+    shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
-    pub fn start(cell: Arc<DbCell>, stripes: usize) -> Result<Committer, StoreError> {
+    pub fn start(cell: Arc<DbCell>, seq: &Arc<Sequencer>) -> Result<Committer, EngineError> {
         let syncer = Syncer::open(&cell.dir).map_err(io_error)?;
-        let shared = Arc::new(Shared {
-            seqs: Mutex::new((1, BTreeSet::new())),
-            stripes: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
-            shutdown: AtomicBool::new(false),
-            #[cfg(test)]
-            hold: AtomicBool::new(false),
-        });
-        let (tx, rx) = watch::channel(Durable::default());
-        let s = shared.clone();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (s, stop) = (seq.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
             .name("mupdated-commit".into())
-            .spawn(move || run(cell, syncer, s, tx))
+            .spawn(move || run(cell, syncer, s, stop))
             .map_err(io_error)?;
-        Ok(Committer { shared, durable: rx, thread: Some(thread) })
-    }
-
-    fn seqs(&self) -> std::sync::MutexGuard<'_, (u64, BTreeSet<u64>)> {
-        self.shared.seqs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Number a write that is about to be applied, holding the lock of
-    /// `stripe` (and the database, [`DbCell::with`]).
-    pub fn begin(&self, stripe: usize) -> u64 {
-        let seq = {
-            let mut g = self.seqs();
-            let seq = g.0;
-            g.0 += 1;
-            g.1.insert(seq);
-            seq
-        };
-        self.shared.stripes[stripe].store(seq, Ordering::Release);
-        seq
-    }
-
-    /// The last write begun on `stripe`: a reader that has read a name of
-    /// that stripe waits for it (read after the value, under
-    /// [`DbCell::with`]).
-    pub fn stripe_seq(&self, stripe: usize) -> u64 {
-        self.shared.stripes[stripe].load(Ordering::Acquire)
-    }
-
-    /// Write `seq` was applied (or failed): a flush may cover it now.
-    pub fn end(&self, seq: u64) {
-        self.seqs().1.remove(&seq);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-    }
-
-    /// A number after every write applied so far (for a write made outside
-    /// the stripes, e.g. a group's primary).
-    pub fn fresh(&self) -> u64 {
-        let seq = {
-            let mut g = self.seqs();
-            g.0 += 1;
-            g.0 - 1
-        };
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-        seq
-    }
-
-    /// The number of the latest write begun (LIST and the UPDATE dump wait
-    /// for it at their end: they may have seen any of them).
-    pub fn latest(&self) -> u64 {
-        self.seqs().0 - 1
-    }
-
-    /// Wait until write `seq` is on disk.
-    pub async fn durable(&self, seq: u64) -> Result<(), StoreError> {
-        {
-            let d = self.durable.borrow();
-            if seq == 0 || (d.seq >= seq && !d.failed(seq)) {
-                return Ok(());
-            }
-        }
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-        let mut rx = self.durable.clone();
-        let d = rx
-            .wait_for(|d| d.seq >= seq || d.failed(seq))
-            .await
-            .map_err(|_| StoreError::Durability("commit thread stopped".into()))?;
-        if d.failed(seq) {
-            Err(StoreError::Durability(d.error.as_deref().unwrap_or("flush failed").to_string()))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Tests: stop (or resume) publishing durability.
-    #[cfg(test)]
-    pub fn hold(&self, on: bool) {
-        self.shared.hold.store(on, Ordering::Release);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
+        seq.set_thread(thread.thread().clone());
+        Ok(Committer { shutdown, thread: Some(thread) })
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shutdown.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             // The thread owns a handle on the database: wait for it so that
             // the database is closed (and reopenable) once the store is gone.
             let _ = t.join();
         }
-    }
-}
-
-/// The highest number below which every begun write has ended.
-fn covered(shared: &Shared) -> u64 {
-    let g = shared.seqs.lock().unwrap_or_else(|e| e.into_inner());
-    match g.1.first() {
-        Some(&oldest) => oldest - 1,
-        None => g.0 - 1,
     }
 }
 
@@ -366,7 +245,7 @@ fn probe(dir: &Path) -> std::io::Result<()> {
 /// Close the failed database and open it again. Returns the new syncer
 /// and the last number begun on the old database: every write up to it
 /// that was not durable is lost.
-fn reopen(cell: &DbCell, shared: &Shared) -> Result<(Syncer, u64), String> {
+fn reopen(cell: &DbCell, seq: &Sequencer) -> Result<(Syncer, u64), String> {
     let last_old = {
         // No write is between begin and end while this is held.
         let mut g = cell.db.write().unwrap_or_else(|e| e.into_inner());
@@ -374,10 +253,8 @@ fn reopen(cell: &DbCell, shared: &Shared) -> Result<(Syncer, u64), String> {
         cell.epoch.fetch_add(1, Ordering::AcqRel);
         // A stripe's number now speaks of the old database: a reader of
         // the new one has nothing to wait for.
-        for s in shared.stripes.iter() {
-            s.store(0, Ordering::Release);
-        }
-        shared.seqs.lock().unwrap_or_else(|e| e.into_inner()).0 - 1
+        seq.reset_stripes();
+        seq.latest()
     };
     let mut last = String::new();
     for _ in 0..REOPEN_TRIES {
@@ -395,36 +272,35 @@ fn reopen(cell: &DbCell, shared: &Shared) -> Result<(Syncer, u64), String> {
     Err(last)
 }
 
-fn run(cell: Arc<DbCell>, mut syncer: Syncer, shared: Arc<Shared>, tx: watch::Sender<Durable>) {
+fn run(cell: Arc<DbCell>, mut syncer: Syncer, seq: Arc<Sequencer>, shutdown: Arc<AtomicBool>) {
     let mut done = 0u64;
     let mut failing = false;
     let mut last_probe = Instant::now();
     loop {
-        #[cfg(test)]
-        if shared.hold.load(Ordering::Acquire) && !shared.shutdown.load(Ordering::Acquire) {
+        if seq.held() && !shutdown.load(Ordering::Acquire) {
             std::thread::park_timeout(Duration::from_millis(50));
             continue;
         }
-        let target = covered(&shared);
+        let target = seq.covered();
         if failing {
-            if shared.shutdown.load(Ordering::Acquire) {
+            if shutdown.load(Ordering::Acquire) {
                 return;
             }
             if target > done {
                 // Everything numbered since the failure fails too.
-                tx.send_modify(|d| grow_failed(d, target));
+                seq.grow_failed(target);
                 done = target;
             }
             if last_probe.elapsed() >= PROBE_INTERVAL {
                 last_probe = Instant::now();
                 if probe(&cell.dir).is_ok() {
-                    match reopen(&cell, &shared) {
+                    match reopen(&cell, &seq) {
                         Ok((s, last_old)) => {
                             syncer = s;
                             // Writes applied to the old database since the
                             // failure are gone: they fail (before anything
                             // is published as durable again).
-                            tx.send_modify(|d| grow_failed(d, last_old));
+                            seq.grow_failed(last_old);
                             failing = false;
                             tracing::warn!("storage recovered: writes are accepted again");
                             continue;
@@ -438,36 +314,22 @@ fn run(cell: Arc<DbCell>, mut syncer: Syncer, shared: Arc<Shared>, tx: watch::Se
         }
         if target > done {
             match flush(&cell, &mut syncer) {
-                Ok(()) => {
-                    done = target;
-                    tx.send_modify(|d| {
-                        d.seq = target;
-                        d.error = None;
-                    });
-                }
+                // The changes up to it go to the streams, then the writers
+                // are woken.
+                Ok(()) => seq.advance(target),
                 Err(e) => {
                     tracing::error!(error = %e, "storage failing: writes are refused until it can write again");
                     failing = true;
                     last_probe = Instant::now();
-                    tx.send_modify(|d| {
-                        d.error = Some(e.into());
-                        d.failed.push((done + 1, target));
-                    });
-                    done = target;
+                    seq.fail(done + 1, target, &e);
                 }
             }
+            done = target;
             continue;
         }
-        if shared.shutdown.load(Ordering::Acquire) {
+        if shutdown.load(Ordering::Acquire) {
             return;
         }
         std::thread::park();
-    }
-}
-
-/// Extend the current failure's range up to `upto`.
-fn grow_failed(d: &mut Durable, upto: u64) {
-    if let Some(last) = d.failed.last_mut() {
-        last.1 = last.1.max(upto);
     }
 }

@@ -1,22 +1,34 @@
-//! The store over sled: per-name read-modify-write, the index by server,
-//! ordered reads, replica groups.
+//! The directory's policy over an engine: per-name read-modify-write
+//! under a stripe lock, the key spaces and indexes (by server, rights,
+//! conflicts, stripe summaries), ordered reads, replica groups, and the
+//! changes each write hands to the streams once it is durable.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
-use super::commit::{Committer, DbCell};
+use super::engine::memory::MemoryEngine;
+use super::engine::sled::SledEngine;
+use super::engine::{Batch, Bytes, Engine, EngineError, Guard, Scan, Sequencer};
 use super::key::{self, server_of};
 use super::model::{self, Activated, Groups, Mailbox};
 use super::{backup, verify};
-use super::{Change, Conflict, Identity, RecordRole, RecordView, ReplicaGroup, Reply, Store, StoreConfig, StoreError, WriteOutcome, STRIPES};
+use super::{
+    Change, Conflict, Directory, EngineKind, Identity, RecordRole, RecordView, ReplicaGroup, Reply, StoreConfig, StoreError,
+    WriteOutcome, STRIPES,
+};
 use crate::protocol::Entry;
+use crate::replication::Hub;
 
 pub(crate) struct Inner {
-    /// The database, reopened after a storage failure.
-    pub(super) db: Arc<DbCell>,
+    /// The storage engine.
+    pub(super) engine: Arc<dyn Engine>,
+    /// The engine's numbering of writes (kept here: no dynamic call on
+    /// the way to a durability wait).
+    pub(super) seq: Arc<Sequencer>,
+    /// Where durable changes go.
+    hub: Arc<Hub>,
     stripes: Box<[Mutex<()>]>,
     groups: RwLock<Arc<Groups>>,
     /// Serialises set_primary calls (each one still locks names one by one).
@@ -24,17 +36,13 @@ pub(crate) struct Inner {
     conflicts_seen: AtomicU64,
     /// Large ACTIVATEs running their read-modify-write on the blocking pool.
     offload: tokio::sync::Semaphore,
-    /// The data folder (the seal is written there at a clean stop).
-    pub(super) path: PathBuf,
+    /// What the logs call the directory (its data folder).
+    label: String,
     /// Set once when a read finds damage: writes are refused from then on.
-    /// Shared with the background read after a quick open.
+    /// Shared with the engine's background check after open.
     pub(super) damaged: Arc<OnceLock<String>>,
-    /// The background read after a quick open: its stop flag and thread.
-    background: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     /// The backup running now, if any ([`backup`]).
     pub(super) backup: RwLock<Option<Arc<backup::Backup>>>,
-    // Last: dropping it joins the commit thread, which closes the database.
-    pub(super) committer: Committer,
 }
 
 /// An ACTIVATE whose name and ACL together are larger than this runs its
@@ -97,6 +105,10 @@ impl GroupState {
 
 fn corrupt(e: String) -> StoreError {
     StoreError::Corrupt(e)
+}
+
+fn engine_err(e: EngineError) -> StoreError {
+    e.into()
 }
 
 /// The change a client sees when a name's presented line moves from `old`
@@ -164,7 +176,7 @@ pub(crate) fn parse_acl(acl: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// The rights index changes that take a name's effective ACL from `old` to
 /// `new` (each identifier once, as [`parse_acl`] gives them): one hash map,
 /// linear in the entries.
-fn index_rights(batch: &mut sled::Batch, part: &[u8], old: &[(Vec<u8>, Vec<u8>)], new: &[(Vec<u8>, Vec<u8>)]) {
+fn index_rights(batch: &mut Batch, part: &[u8], old: &[(Vec<u8>, Vec<u8>)], new: &[(Vec<u8>, Vec<u8>)]) {
     if old.is_empty() && new.is_empty() {
         return;
     }
@@ -193,30 +205,30 @@ fn index_rights(batch: &mut sled::Batch, part: &[u8], old: &[(Vec<u8>, Vec<u8>)]
 /// Rebuild the rights index from the names' values when the database has
 /// an older layout (or none): drop every rights key, index every effective
 /// ACL, record the layout. Once per database; costs one pass over it.
-fn migrate_rights_index(db: &sled::Db) -> Result<(), StoreError> {
+fn migrate_rights_index(db: &dyn Engine) -> Result<(), StoreError> {
     let layout = key::rights_layout_key();
     if db.get(&layout)?.as_deref() == Some(key::RIGHTS_LAYOUT) {
         return Ok(());
     }
-    let fresh = db.scan_prefix([key::NAMES]).next().is_none() && db.scan_prefix([key::RIGHTS]).next().is_none();
+    let fresh = db.scan_prefix(&[key::NAMES]).next().is_none() && db.scan_prefix(&[key::RIGHTS]).next().is_none();
     if !fresh {
         tracing::info!("rebuilding the rights index (database written with an older layout)");
         const BATCH: usize = 10_000;
         let mut dropped = 0usize;
-        let mut batch = sled::Batch::default();
-        for (n, k) in db.scan_prefix([key::RIGHTS]).keys().enumerate() {
-            batch.remove(k?);
+        let mut batch = Batch::default();
+        for (n, kv) in db.scan_prefix(&[key::RIGHTS]).enumerate() {
+            batch.remove(kv?.0);
             dropped += 1;
             if (n + 1) % BATCH == 0 {
-                db.apply_batch(std::mem::take(&mut batch))?;
+                db.apply_unnumbered(std::mem::take(&mut batch))?;
             }
         }
-        for k in db.scan_prefix([key::HANDLES]).keys() {
-            batch.remove(k?);
+        for kv in db.scan_prefix(&[key::HANDLES]) {
+            batch.remove(kv?.0);
         }
-        db.apply_batch(std::mem::take(&mut batch))?;
+        db.apply_unnumbered(std::mem::take(&mut batch))?;
         let (mut names, mut entries) = (0usize, 0usize);
-        for kv in db.scan_prefix([key::NAMES]) {
+        for kv in db.scan_prefix(&[key::NAMES]) {
             let (k, v) = kv?;
             let m = Mailbox::decode(&v).map_err(corrupt)?;
             let acl = acl_entries(&m);
@@ -224,17 +236,19 @@ fn migrate_rights_index(db: &sled::Db) -> Result<(), StoreError> {
             index_rights(&mut batch, &k[1..], &[], &acl);
             names += 1;
             if names % BATCH == 0 {
-                db.apply_batch(std::mem::take(&mut batch))?;
+                db.apply_unnumbered(std::mem::take(&mut batch))?;
             }
         }
-        db.apply_batch(batch)?;
+        db.apply_unnumbered(batch)?;
         tracing::info!(old_keys = dropped, names, entries, "rights index rebuilt");
     }
-    db.insert(layout, key::RIGHTS_LAYOUT)?;
+    let mut b = Batch::default();
+    b.insert(layout, key::RIGHTS_LAYOUT);
+    db.apply_unnumbered(b)?;
     Ok(())
 }
 
-impl Store {
+impl Directory {
     /// Mailboxes on which `user` (a member of `groups`, e.g. `group:staff`)
     /// has rights, with those rights, in LIST order: the union of the
     /// rights of `user`, `anyone` and each group, less the negative rights
@@ -243,7 +257,7 @@ impl Store {
     pub fn rights_of(&self, user: &[u8], groups: &[Vec<u8>]) -> Result<Vec<Rights>, StoreError> {
         let mut ids: Vec<Vec<u8>> = vec![user.to_vec(), b"anyone".to_vec()];
         ids.extend(groups.iter().cloned());
-        let db = self.db()?;
+        let db = &*self.inner.engine;
         let mut acc: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = HashMap::new();
         for (negative, id) in ids.iter().flat_map(|i| {
             let mut neg = b"-".to_vec();
@@ -272,7 +286,7 @@ impl Store {
                 continue;
             }
             let part = if key::is_long_handle(&handle) {
-                db.get(key::handle_key(&handle))?
+                db.get(&key::handle_key(&handle))?
                     .ok_or_else(|| corrupt("rights key without its handle key".into()))?
                     .to_vec()
             } else {
@@ -289,39 +303,31 @@ impl Store {
             .collect()
     }
 
-    /// Open (or create) the directory at `cfg.path`. `groups` is the
-    /// configured replica groups; their primaries seed the store (see the
-    /// module documentation for run-time primaries).
-    pub fn open(cfg: &StoreConfig, groups: &[ReplicaGroup]) -> Result<Store, StoreError> {
-        let damaged = |what: String| StoreError::Damaged(format!("{}: {what}. {}", cfg.path.display(), verify::WHAT_TO_DO));
-        let sled_config = sled::Config::new()
-            .path(&cfg.path)
-            .cache_capacity(cfg.cache_capacity)
-            .mode(sled::Mode::LowSpace)
-            .use_compression(cfg.compression)
-            .compression_factor(cfg.compression_level);
-        // A damaged file can make sled panic (seen with 1 MiB cut off):
-        // that is the damage message, not a crash.
-        let cell = verify::quietly(|| DbCell::open(sled_config, &cfg.path)).map_err(damaged)?.map_err(|e| match e {
-            StoreError::Sled(e @ sled::Error::Corruption { .. }) => damaged(e.to_string()),
-            e => e,
-        })?;
-        let cell = Arc::new(cell);
-        let db = cell.get()?;
-        let notes = verify::quietly(|| verify::check_at_open(&db, &cfg.path, cfg.verify_on_open))
-            .and_then(|r| r)
-            .map_err(damaged)?;
-        for n in notes {
-            tracing::info!("{n}");
+    /// Open (or create) the directory on the engine `cfg` selects.
+    /// `groups` is the configured replica groups; their primaries seed the
+    /// directory (see the module documentation for run-time primaries).
+    /// Durable changes go to `hub`'s streams.
+    pub fn open(cfg: &StoreConfig, groups: &[ReplicaGroup], hub: Arc<Hub>) -> Result<Directory, StoreError> {
+        match &cfg.engine {
+            EngineKind::Sled(c) => {
+                let label = c.path.display().to_string();
+                Self::open_with(Arc::new(SledEngine::open(c)?), label, groups, hub)
+            }
+            EngineKind::Memory => Self::open_with(Arc::new(MemoryEngine::new()), "memory".into(), groups, hub),
         }
-        // From the first write on, the seal no longer describes the folder.
-        verify::remove_seal(&cfg.path).map_err(|e| StoreError::Durability(format!("cannot remove the seal: {e}")))?;
-        migrate_rights_index(&db)?;
+    }
+
+    /// Open the directory on an engine already open; `label` names it in
+    /// logs (the data folder).
+    pub fn open_with(engine: Arc<dyn Engine>, label: String, groups: &[ReplicaGroup], hub: Arc<Hub>) -> Result<Directory, StoreError> {
+        let seq = engine.sequencer().clone();
+        seq.set_hub(hub.clone());
+        migrate_rights_index(&*engine)?;
         let mut list = groups.to_vec();
         let mut takeovers = Vec::new();
         for g in &mut list {
             let k = key::group_key(&g.name);
-            let stored = match db.get(&k)? {
+            let stored = match engine.get(&k)? {
                 Some(v) => Some(GroupState::decode(&v).ok_or_else(|| corrupt(format!("group {}", g.name)))?),
                 None => None,
             };
@@ -331,73 +337,51 @@ impl Store {
                 }
                 _ => {
                     let st = GroupState { primary: g.primary.clone(), config_primary: g.primary.clone() };
-                    db.insert(k, st.encode())?;
+                    let mut b = Batch::default();
+                    b.insert(k, st.encode());
+                    engine.apply_unnumbered(b)?;
                     if let Some(p) = &g.primary {
                         takeovers.push(p.clone());
                     }
                 }
             }
         }
-        drop(db);
-        let committer = Committer::start(cell.clone(), STRIPES)?;
-        let store = Store {
+        let store = Directory {
             inner: Arc::new(Inner {
-                db: cell,
+                engine,
+                seq,
+                hub,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 groups: RwLock::new(Arc::new(Groups::new(list))),
                 primary: Mutex::new(()),
                 conflicts_seen: AtomicU64::new(0),
                 offload: tokio::sync::Semaphore::new(offload_permits()),
-                path: cfg.path.clone(),
+                label,
                 damaged: Arc::new(OnceLock::new()),
-                background: Mutex::new(None),
                 backup: RwLock::new(None),
-                committer,
             }),
         };
-        // A newly configured primary takes over now; no stream exists yet,
-        // so the changes go nowhere.
+        // A newly configured primary takes over now; its changes go to the
+        // hub like any write's (no stream is registered yet).
         for p in takeovers {
             store.take_over_all(&p)?;
         }
-        store.inner.db.sync_now()?;
-        if cfg.verify_on_open == verify::VerifyMode::Quick {
-            store.start_background_read()?;
-        }
+        store.inner.engine.sync_now()?;
+        store.inner.engine.check_in_background(store.inner.damaged.clone())?;
         Ok(store)
     }
 
-    /// After a quick open, read every value once in a thread of its own
-    /// ([`verify::read_everything`]); damage it finds is noted as a damaged
-    /// read is (logged once, writes refused from then on). The store's
-    /// drop stops it.
-    fn start_background_read(&self) -> Result<(), StoreError> {
-        let db = self.db()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, damaged, path) = (stop.clone(), self.inner.damaged.clone(), self.inner.path.clone());
-        let thread = std::thread::Builder::new()
-            .name("mupdated-check".into())
-            .spawn(move || {
-                let started = std::time::Instant::now();
-                match verify::read_everything(&db, &flag) {
-                    // Not when a read found damage first (it logged it).
-                    Some(what) if damaged.set(what.clone()).is_ok() => {
-                        tracing::error!(
-                            error = %what,
-                            data_dir = %path.display(),
-                            "the directory is damaged (found by the check after a quick open): writes are refused from now on; stop the server and run `mupdatectl verify --data-dir DIR`"
-                        );
-                    }
-                    Some(_) => {}
-                    None if !flag.load(Ordering::Acquire) => {
-                        tracing::info!(ms = started.elapsed().as_millis() as u64, "every value read back after open: no damage found")
-                    }
-                    None => {}
-                }
-            })
-            .map_err(|e| StoreError::Durability(format!("cannot start the check thread: {e}")))?;
-        *self.inner.background.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, thread));
-        Ok(())
+    /// The hub this directory publishes its durable changes to (UPDATE
+    /// streams subscribe there).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// The storage engine, for reads of what is stored (diagnostics,
+    /// tests); a write through it bypasses the directory's locks, indexes
+    /// and streams.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
     }
 
     fn groups_now(&self) -> Arc<Groups> {
@@ -416,24 +400,18 @@ impl Store {
         self.inner.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The database now.
-    pub(super) fn db(&self) -> Result<sled::Db, StoreError> {
-        self.inner.db.get()
-    }
-
     fn load(&self, part: &[u8]) -> Result<Option<Mailbox>, StoreError> {
-        Ok(self.load_raw(&self.db()?, part)?.1)
+        let raw = self.inner.engine.get(&key::name_key(part)).map_err(|e| self.inner.seen(e.into()))?;
+        self.decode(raw.as_deref())
     }
 
-    /// A name's stored value and what it decodes to; damage found here
-    /// marks the store damaged.
-    fn load_raw(&self, db: &sled::Db, part: &[u8]) -> Result<(Option<sled::IVec>, Option<Mailbox>), StoreError> {
-        let raw = db.get(key::name_key(part)).map_err(|e| self.inner.seen(e.into()))?;
-        let m = match &raw {
-            Some(v) => Some(Mailbox::decode(v).map_err(|e| self.inner.seen(corrupt(e)))?),
-            None => None,
-        };
-        Ok((raw, m))
+    /// What a name's stored value decodes to; damage found here marks the
+    /// store damaged.
+    fn decode(&self, raw: Option<&[u8]>) -> Result<Option<Mailbox>, StoreError> {
+        match raw {
+            Some(v) => Ok(Some(Mailbox::decode(v).map_err(|e| self.inner.seen(corrupt(e)))?)),
+            None => Ok(None),
+        }
     }
 
     /// A name's mailbox, and the number of the write a reader must wait
@@ -442,56 +420,45 @@ impl Store {
     fn load_seen(&self, name: &[u8]) -> Result<(Option<Mailbox>, u64), StoreError> {
         let part = key::mailbox_part(name);
         let stripe = verify::stripe_of(&part);
-        self.inner.db.with(|db| {
-            let (_, m) = self.load_raw(db, &part)?;
-            Ok((m, self.inner.committer.stripe_seq(stripe)))
-        })
+        let read = self.inner.engine.read(&key::name_key(&part), stripe).map_err(|e| self.inner.seen(e.into()))?;
+        Ok((self.decode(read.value.as_deref())?, read.seq))
     }
 
     /// Read-modify-write of one name under its lock: `f` changes the
     /// records, the value, index and conflict keys are written in one
-    /// batch. Returns `f`'s result, the change clients see, and the
-    /// number of the write to wait for before answering: its own, or, if
-    /// it changed nothing, the stripe's last (the state it read).
-    fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, Option<Change>, u64), StoreError> {
+    /// batch, with the change clients see as the write's note (published
+    /// once it is durable). Returns `f`'s result, whether clients see a
+    /// change, and the number of the write to wait for before answering:
+    /// its own, or, if it changed nothing, the stripe's last (the state it
+    /// read).
+    fn update<R>(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> R) -> Result<(R, bool, u64), StoreError> {
         let part = key::mailbox_part(name);
         let stripe = verify::stripe_of(&part);
         let _guard = self.lock_stripe(stripe);
         if let Some(d) = self.inner.damaged.get() {
             return Err(StoreError::Damaged(d.clone()));
         }
-        self.inner.db.with(|db| self.update_in(db, stripe, part, name, f))
-    }
-
-    fn update_in<R>(
-        &self,
-        db: &sled::Db,
-        stripe: usize,
-        part: Vec<u8>,
-        name: &[u8],
-        f: impl FnOnce(&mut Mailbox, &Groups) -> R,
-    ) -> Result<(R, Option<Change>, u64), StoreError> {
-        let committer = &self.inner.committer;
+        let engine = &*self.inner.engine;
         // Held (shared) for the whole read-modify-write: set_primary swaps
         // the groups under the exclusive lock, so once it has swapped, no
         // write decided with the old groups is still in flight.
         let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
-        let (old_raw, old) = self.load_raw(db, &part)?;
-        let old = old.unwrap_or_default();
+        let nkey = key::name_key(&part);
+        let read = engine.read(&nkey, stripe).map_err(|e| self.inner.seen(e.into()))?;
+        let old = self.decode(read.value.as_deref())?.unwrap_or_default();
         let mut new = old.clone();
         let r = f(&mut new, &groups);
         if new == old {
-            return Ok((r, None, committer.stripe_seq(stripe)));
+            return Ok((r, false, read.seq));
         }
-        let mut batch = sled::Batch::default();
-        let nkey = key::name_key(&part);
+        let mut batch = Batch::default();
         // The stripe's summary changes in the same batch (verify.rs).
         let skey = verify::summary_key(stripe);
-        let mut sum = match db.get(skey).map_err(|e| self.inner.seen(e.into()))? {
+        let mut sum = match engine.get(&skey).map_err(|e| self.inner.seen(e.into()))? {
             Some(v) => verify::Summary::decode(&v).ok_or_else(|| self.inner.seen(corrupt("summary".into())))?,
             None => verify::Summary::default(),
         };
-        if let Some(v) = &old_raw {
+        if let Some(v) = &read.value {
             sum.sub(&nkey, v);
         }
         if new.records.is_empty() {
@@ -501,9 +468,9 @@ impl Store {
             sum.add(&nkey, &v);
             batch.insert(nkey.clone(), v);
         }
-        batch.insert(&skey[..], &sum.encode()[..]);
+        batch.insert(skey, sum.encode());
         if let Some(b) = self.inner.backup.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            b.before_write(&nkey, old_raw);
+            b.before_write(&nkey, read.value.clone());
         }
         for r in &old.records {
             if new.find(r.server()).is_none() {
@@ -519,33 +486,31 @@ impl Store {
         index_rights(&mut batch, &part, &acl_entries(&old), &acl_entries(&new));
         if old.conflict != new.conflict {
             if new.conflict {
-                batch.insert(key::conflict_key(&part), &[]);
+                batch.insert(key::conflict_key(&part), Vec::new());
             } else {
                 batch.remove(key::conflict_key(&part));
             }
         }
-        // Numbered before it is applied: once it is visible to readers,
-        // its number is the stripe's.
-        let seq = committer.begin(stripe);
-        let applied = db.apply_batch(batch);
-        committer.end(seq);
-        applied?;
-        Ok((r, change(name, &old, &new), seq))
+        batch.guard(Guard { key: nkey.into(), value: read.value, epoch: read.epoch });
+        let note = change(name, &old, &new);
+        let changed = note.is_some();
+        let seq = engine.apply(stripe, batch, note).map_err(engine_err)?;
+        Ok((r, changed, seq))
     }
 
     /// Wait until write `seq` (what a command wrote, or read) is on disk.
     async fn durable(&self, seq: u64) -> Result<(), StoreError> {
-        self.inner.committer.durable(seq).await
+        Ok(self.inner.seq.durable(seq).await?)
     }
 
     async fn write(&self, name: &[u8], f: impl FnOnce(&mut Mailbox, &Groups) -> Reply) -> Result<WriteOutcome, StoreError> {
-        let (reply, change, seq) = self.update(name, f)?;
+        let (reply, _, seq) = self.update(name, f)?;
         self.durable(seq).await?;
-        Ok(WriteOutcome { reply, changes: change.into_iter().collect() })
+        Ok(WriteOutcome { reply })
     }
 
     fn refused(reply: Reply) -> WriteOutcome {
-        WriteOutcome { reply, changes: Vec::new() }
+        WriteOutcome { reply }
     }
 
     /// `RESERVE name location`.
@@ -562,7 +527,7 @@ impl Store {
         if let Err(r) = model::check_identity(who.servers.as_deref(), location) {
             return Ok(Self::refused(r));
         }
-        let (activated, change, seq) = if name.len() + acl.len() > OFFLOAD_BYTES {
+        let (activated, _, seq) = if name.len() + acl.len() > OFFLOAD_BYTES {
             let _permit = self.inner.offload.acquire().await.map_err(|_| StoreError::Unavailable)?;
             let (store, name, location, acl) = (self.clone(), name.to_vec(), location.to_vec(), acl.to_vec());
             tokio::task::spawn_blocking(move || store.update(&name, |m, g| model::activate(m, &location, &acl, g)))
@@ -581,7 +546,7 @@ impl Store {
             );
         }
         self.durable(seq).await?;
-        Ok(WriteOutcome { reply: Reply::Done, changes: change.into_iter().collect() })
+        Ok(WriteOutcome { reply: Reply::Done })
     }
 
     /// `DEACTIVATE name location`.
@@ -617,7 +582,7 @@ impl Store {
         Ok(self.load(&part)?.and_then(|m| m.present(name)))
     }
 
-    /// FIND for a session: [`Store::find`], answered once what it read is
+    /// FIND for a session: [`Directory::find`], answered once what it read is
     /// durable (a write it saw could otherwise be lost by a crash after
     /// the answer). Waits for the name's stripe only, never for unrelated
     /// names' fsyncs beyond the one in progress.
@@ -635,18 +600,18 @@ impl Store {
         Ok(m.and_then(|m| m.present(name)))
     }
 
-    /// A mark taken before a scan ([`Store::list`], [`Store::list_prefix`]);
-    /// [`Store::scan_durable`] with it after the scan.
+    /// A mark taken before a scan ([`Directory::list`], [`Directory::list_prefix`]);
+    /// [`Directory::scan_durable`] with it after the scan.
     pub fn scan_mark(&self) -> u64 {
-        self.inner.db.epoch()
+        self.inner.engine.epoch()
     }
 
     /// Wait, once at the end of a scan, until everything it may have seen
     /// is durable; an error if the database was reopened meanwhile (the
     /// scan may have shown writes that were lost).
     pub async fn scan_durable(&self, mark: u64) -> Result<(), StoreError> {
-        self.durable(self.inner.committer.latest()).await?;
-        if self.inner.db.epoch() != mark {
+        self.durable(self.inner.seq.latest()).await?;
+        if self.inner.engine.epoch() != mark {
             return Err(StoreError::Unavailable);
         }
         Ok(())
@@ -655,12 +620,8 @@ impl Store {
     /// LIST / UPDATE dump: the effective record of every name, in order,
     /// read straight from the store without a global lock.
     pub fn list(&self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send> {
-        let db = match self.db() {
-            Ok(db) => db,
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
         let inner = self.inner.clone();
-        let it = db.scan_prefix([key::NAMES]).filter_map(move |kv| {
+        let it = self.inner.engine.scan_prefix(&[key::NAMES]).filter_map(move |kv| {
             let (k, v) = match kv {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(inner.seen(e.into()))),
@@ -702,9 +663,9 @@ impl Store {
         let mut out = Vec::new();
         let mut start = vec![key::SERVERS];
         start.extend_from_slice(prefix);
-        let db = self.db()?;
-        while let Some(kv) = db.range(start.clone()..).keys().next() {
-            let k = kv?;
+        let db = &*self.inner.engine;
+        while let Some(kv) = db.scan_from(&start).next() {
+            let (k, _) = kv?;
             if k.first() != Some(&key::SERVERS) {
                 break;
             }
@@ -760,8 +721,8 @@ impl Store {
     pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
         let groups = self.groups_now();
         let mut out = Vec::new();
-        for k in self.db()?.scan_prefix([key::CONFLICTS]).keys() {
-            let k = k?;
+        for kv in self.inner.engine.scan_prefix(&[key::CONFLICTS]) {
+            let (k, _) = kv?;
             let part = &k[1..];
             let name = key::name_of_part(part).ok_or_else(|| corrupt("conflict key without separator".into()))?;
             if let Some(m) = self.load(part)? {
@@ -801,7 +762,9 @@ impl Store {
     /// Set (or clear) the primary of `group`, durably; the primary's
     /// active records become effective for every name whose effective
     /// record is in the group. Costs the primary's records (index scan).
-    pub async fn set_primary(&self, group: &str, server: Option<&[u8]>) -> Result<Vec<Change>, StoreError> {
+    /// Returns how many names changed for clients (their changes reach the
+    /// streams by themselves).
+    pub async fn set_primary(&self, group: &str, server: Option<&[u8]>) -> Result<usize, StoreError> {
         let changes = {
             let _one_at_a_time = self.inner.primary.lock().unwrap_or_else(|e| e.into_inner());
             let groups = self.groups_now();
@@ -812,35 +775,38 @@ impl Store {
                 }
             }
             let k = key::group_key(group);
-            let db = self.db()?;
+            let db = &*self.inner.engine;
             let mut st = match db.get(&k)? {
                 Some(v) => GroupState::decode(&v).ok_or_else(|| corrupt(format!("group {group}")))?,
                 None => GroupState::default(),
             };
             st.primary = server.map(<[u8]>::to_vec);
-            db.insert(k, st.encode())?;
+            let mut b = Batch::default();
+            b.insert(k, st.encode());
+            db.apply_unnumbered(b)?;
             let mut list = groups.list.clone();
             list[i].primary = st.primary.clone();
             *self.inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Groups::new(list));
             match server {
                 Some(p) => self.take_over_all(p)?,
-                None => Vec::new(),
+                None => 0,
             }
         };
-        self.durable(self.inner.committer.fresh()).await?;
+        self.durable(self.inner.seq.fresh()).await?;
         Ok(changes)
     }
 
     /// Make primary `p`'s active records effective wherever the effective
     /// record is in its group.
-    fn take_over_all(&self, p: &[u8]) -> Result<Vec<Change>, StoreError> {
+    /// Returns how many names changed for clients.
+    fn take_over_all(&self, p: &[u8]) -> Result<usize, StoreError> {
         let start = key::server_range_start(p);
-        let mut changes = Vec::new();
-        for k in self.db()?.scan_prefix(&start).keys() {
-            let k = k?;
+        let mut changes = 0;
+        for kv in self.inner.engine.scan_prefix(&start) {
+            let (k, _) = kv?;
             let name = key::name_of_part(&k[start.len()..]).ok_or_else(|| corrupt("index key without separator".into()))?;
-            let ((), change, _) = self.update(&name, |m, g| model::take_over(m, p, g))?;
-            changes.extend(change);
+            let ((), changed, _) = self.update(&name, |m, g| model::take_over(m, p, g))?;
+            changes += changed as usize;
         }
         Ok(changes)
     }
@@ -849,39 +815,36 @@ impl Store {
     /// sled's own overhead (a diagnostic and test measure; reads everything).
     pub fn stored_bytes(&self) -> Result<u64, StoreError> {
         let mut n = 0u64;
-        for kv in self.db()?.iter() {
+        for kv in self.inner.engine.scan_prefix(&[]) {
             let (k, v) = kv?;
             n += (k.len() + v.len()) as u64;
         }
         Ok(n)
     }
 
-    /// sled's estimate of the database size on disk, bytes.
+    /// The engine's estimate of the database size on disk, bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db()?.size_on_disk()?)
+        Ok(self.inner.engine.size_on_disk()?)
     }
 }
 
 /// `LIST prefix`: the ordered merge of some servers' index ranges, each hit
 /// presented as that server's record.
 struct RecordScan {
-    store: Store,
+    store: Directory,
     prefix: Vec<u8>,
     servers: Vec<Vec<u8>>,
-    iters: Vec<sled::Iter>,
+    iters: Vec<Scan>,
     /// (order_key 0 suffix, server index, the index value): the next key
     /// of each scan.
-    heads: BinaryHeap<Reverse<(Vec<u8>, usize, sled::IVec)>>,
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize, Bytes)>>,
     failed: Option<StoreError>,
 }
 
 impl RecordScan {
-    fn new(store: Store, servers: Vec<Vec<u8>>, prefix: Vec<u8>) -> RecordScan {
-        let (iters, failed) = match store.db() {
-            Ok(db) => (servers.iter().map(|s| db.scan_prefix(key::server_range_start(s))).collect(), None),
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        let mut scan = RecordScan { store, prefix, servers, iters, heads: BinaryHeap::new(), failed };
+    fn new(store: Directory, servers: Vec<Vec<u8>>, prefix: Vec<u8>) -> RecordScan {
+        let iters = servers.iter().map(|s| store.inner.engine.scan_prefix(&key::server_range_start(s))).collect();
+        let mut scan = RecordScan { store, prefix, servers, iters, heads: BinaryHeap::new(), failed: None };
         for i in 0..scan.iters.len() {
             scan.advance(i);
         }
@@ -943,16 +906,16 @@ impl Iterator for RecordScan {
 mod rights_index_tests;
 
 impl Inner {
-    /// Note damage that a read found (a value that does not decode, sled
-    /// reporting corruption): logged once, and from then on writes are
+    /// Note damage that a read found (a value that does not decode, the
+    /// engine reporting corruption): logged once, and from then on writes are
     /// refused ([`StoreError::Damaged`]) instead of acknowledged into a
     /// damaged store. Other errors pass through.
     pub(super) fn seen(&self, e: StoreError) -> StoreError {
-        let damage = matches!(&e, StoreError::Corrupt(_) | StoreError::Sled(sled::Error::Corruption { .. }));
+        let damage = matches!(&e, StoreError::Corrupt(_) | StoreError::Engine(EngineError::Corrupt(_)));
         if damage && self.damaged.set(e.to_string()).is_ok() {
             tracing::error!(
                 error = %e,
-                data_dir = %self.path.display(),
+                data_dir = %self.label,
                 "the directory is damaged: writes are refused from now on; stop the server and run `mupdatectl verify --data-dir DIR`"
             );
         }
@@ -961,28 +924,9 @@ impl Inner {
 }
 
 impl Drop for Inner {
-    /// A clean stop: make everything durable and write the seal that the
-    /// next open compares with (verify.rs). Not when damage was seen.
+    /// A clean stop: the engine makes everything durable (the sled engine
+    /// writes its seal, verify.rs). Not clean when damage was seen.
     fn drop(&mut self) {
-        let background = self.background.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((stop, thread)) = background {
-            stop.store(true, Ordering::Release);
-            let _ = thread.join();
-        }
-        if self.damaged.get().is_some() {
-            return;
-        }
-        // Everything sled wrote is fsynced first: the seal must not claim
-        // more than a power cut right after it would leave.
-        let sealed = self
-            .db
-            .sync_now()
-            .map_err(|e| e.to_string())
-            .and_then(|_| self.db.get().map_err(|e| e.to_string()))
-            .and_then(|db| verify::stored_total(&db).map_err(|e| e.to_string()))
-            .and_then(|t| verify::write_seal(&self.path, t).map_err(|e| e.to_string()));
-        if let Err(e) = sealed {
-            tracing::warn!(error = %e, "could not write the clean-stop seal; the next open will check less");
-        }
+        self.engine.close(self.damaged.get().is_none());
     }
 }
