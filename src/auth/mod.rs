@@ -66,6 +66,19 @@ struct Account {
     secret: Secret,
 }
 
+/// What a connection is, for choosing the SASL mechanisms it is offered
+/// ([`Authenticator::offered`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaslContext {
+    /// The connection runs over TLS.
+    pub in_tls: bool,
+    /// The server requires TLS before any login (`[tls] require`).
+    pub tls_required: bool,
+    /// The TLS session carries a client certificate verified against
+    /// `client_ca` (EXTERNAL is possible).
+    pub verified_cert: bool,
+}
+
 /// Checks credentials. Argon2 checks are slow by design and backends log in
 /// for every mailbox change, so a successful check is remembered (as a
 /// keyed digest of the password, never the password) until the password
@@ -191,6 +204,17 @@ impl Authenticator {
     /// SASL mechanisms offered in the greeting.
     pub fn mechanisms(&self) -> &'static [&'static str] {
         &["PLAIN"]
+    }
+
+    /// The mechanisms a connection is offered in its `* AUTH` line: only
+    /// those every login that may pick one can complete there (a Cyrus
+    /// client never falls back from the one it picks). Nothing before TLS
+    /// when TLS is required (the client then sends STARTTLS).
+    pub fn offered(&self, ctx: &SaslContext) -> Vec<&'static str> {
+        if ctx.tls_required && !ctx.in_tls {
+            return Vec::new();
+        }
+        self.mechanisms().to_vec()
     }
 
     /// Check a SASL PLAIN response (`authzid NUL authcid NUL password`).

@@ -2,7 +2,9 @@
 //! lines and the greeting, built in one place from values the connection
 //! layer may change (after STARTTLS the list differs).
 
+use super::TlsInfo;
 use crate::app::App;
+use crate::auth::SaslContext;
 use crate::protocol::Response;
 
 /// Version in the greeting.
@@ -31,9 +33,21 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// What a fresh connection to this server announces.
+    /// What a fresh connection to this server announces (no TLS yet).
     pub fn of(app: &App) -> Capabilities {
-        Capabilities { auth: app.auth.mechanisms().to_vec(), starttls: false, partial_update: true, admin: true }
+        Capabilities::for_connection(app, None)
+    }
+
+    /// What a connection announces given its TLS (`None`: not in TLS):
+    /// the mechanisms come from the authenticator's policy
+    /// ([`crate::auth::Authenticator::offered`]).
+    pub fn for_connection(app: &App, tls: Option<&TlsInfo>) -> Capabilities {
+        let ctx = SaslContext {
+            in_tls: tls.is_some(),
+            tls_required: false,
+            verified_cert: tls.is_some_and(|t| t.client_names.is_some()),
+        };
+        Capabilities { auth: app.auth.offered(&ctx), starttls: false, partial_update: true, admin: true }
     }
 
     /// The capability lines, then the `* OK MUPDATE` greeting.

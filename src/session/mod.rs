@@ -84,6 +84,21 @@ impl Peer {
     }
 }
 
+/// What a session over TLS knows of its TLS, for the logs and for SASL
+/// EXTERNAL. Set by the connection layer after the handshake
+/// ([`Session::with_tls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, as logged (`TLSv1_3`).
+    pub version: String,
+    /// The negotiated cipher suite, as logged.
+    pub cipher: String,
+    /// The subject CN and DNS subject alternative names of the client's
+    /// certificate when it was verified against `client_ca`; `None`
+    /// without a verified certificate.
+    pub client_names: Option<Vec<String>>,
+}
+
 /// How a session ended.
 #[must_use = "an upgrade hands the stream back to be wrapped and served again"]
 pub enum Ended<S> {
@@ -209,6 +224,8 @@ pub(crate) struct State {
     logged_in: Arc<AtomicBool>,
     /// Framer limits for the next message on, set at login.
     new_limits: Option<Limits>,
+    /// The connection's TLS, once it has one.
+    tls: Option<TlsInfo>,
 }
 
 impl State {
@@ -309,6 +326,7 @@ impl<S: Transport> Session<S> {
                 slot: None,
                 logged_in: Arc::new(AtomicBool::new(false)),
                 new_limits: None,
+                tls: None,
             },
             stop,
             login_deadline,
@@ -325,6 +343,13 @@ impl<S: Transport> Session<S> {
         s.state.slot = resume.slot;
         s.evicted = resume.evicted;
         s
+    }
+
+    /// The session runs over TLS (after STARTTLS, or on a `listen_tls`
+    /// listener): what it negotiated and the verified client certificate.
+    pub fn with_tls(mut self, tls: TlsInfo) -> Self {
+        self.state.tls = Some(tls);
+        self
     }
 
     /// The slot the server admitted this connection with (released when
