@@ -7,10 +7,19 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::net::ServerError;
 use crate::protocol::Limits;
 use crate::replication::Hub;
 use crate::store::{Directory, SledConfig, StoreConfig};
+
+/// The directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the directory in {path}: {source}")]
+pub struct OpenError {
+    /// The data folder.
+    pub path: String,
+    /// Why.
+    pub source: crate::store::StoreError,
+}
 
 /// What every connection shares.
 pub struct App {
@@ -42,21 +51,21 @@ pub fn store_config(config: &Config) -> StoreConfig {
 impl App {
     /// Open the store (sled in `config.data_dir`) and assemble everything
     /// else around it.
-    pub fn open(config: Config) -> Result<App, ServerError> {
+    pub fn open(config: Config) -> Result<App, OpenError> {
         let store_config = store_config(&config);
         Self::open_on(config, &store_config)
     }
 
     /// The same on the in-memory engine (nothing on disk, gone with the
     /// process): for tests and fuzzing of whole sessions.
-    pub fn in_memory(config: Config) -> Result<App, ServerError> {
+    pub fn in_memory(config: Config) -> Result<App, OpenError> {
         Self::open_on(config, &StoreConfig::memory())
     }
 
-    fn open_on(config: Config, store_config: &StoreConfig) -> Result<App, ServerError> {
+    fn open_on(config: Config, store_config: &StoreConfig) -> Result<App, OpenError> {
         let hub = Hub::with_limits(config.max_stream_pending, config.max_stream_pending_bytes);
         let store = Directory::open(store_config, &config.store_groups(), hub.clone())
-            .map_err(|source| ServerError::Store { path: config.data_dir.display().to_string(), source })?;
+            .map_err(|source| OpenError { path: config.data_dir.display().to_string(), source })?;
         let limits = Limits { max_line: config.max_line, max_literal: config.max_message, max_message: config.max_message };
         Ok(App {
             auth: Arc::new(Authenticator::with_max_hash_checks(&config.users, config.max_hash_checks)),

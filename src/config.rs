@@ -25,6 +25,7 @@ pub enum Role {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
+    /// The login name (SASL authentication id).
     pub name: String,
     /// Plain-text password (demo and tests).
     #[serde(default)]
@@ -32,6 +33,7 @@ pub struct User {
     /// PHC string made by `mupdatectl hash-password` (argon2).
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// What the login may do.
     pub role: Role,
     /// Server names a backend login may assert facts about.
     #[serde(default)]
@@ -42,8 +44,12 @@ pub struct User {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaGroupConfig {
+    /// The group's name (`mupdatectl primary GROUP`).
     pub name: String,
+    /// The servers (location prefixes before `!`) that replicate each other.
     pub servers: Vec<String>,
+    /// The server whose records are effective when several are active;
+    /// none: the first fact wins.
     #[serde(default)]
     pub primary: Option<String>,
 }
@@ -293,10 +299,23 @@ pub struct Config {
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
     #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: toml::de::Error,
+    },
+    /// A value that cannot work (says which and why).
     #[error("{0}")]
     Invalid(String),
 }

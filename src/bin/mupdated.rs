@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     // line, whichever call site logged it.
     use tracing_subscriber::field::MakeExt;
     let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let text = mupdated::net::log::escape_str(&format!("{value:?}"));
+        let text = mupdated::logging::escape_str(&format!("{value:?}"));
         if field.name() == "message" {
             write!(w, "{text}")
         } else {

@@ -3,11 +3,8 @@
 //! list), graceful shutdown, and a start that listens before the store is
 //! open.
 
-pub mod admission;
-pub mod connection;
 pub mod inherit;
 pub mod listener;
-pub mod log;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +25,8 @@ use crate::config::{Config, Role};
 use crate::protocol::{encode, Response};
 use crate::session::{Peer as SessionPeer, Session};
 use crate::store::StoreError;
-use admission::{Admission, Caps, Refusal};
+use crate::admission::{self, Admission, Caps, Refusal};
+use crate::logging as log;
 use inherit::Inherited;
 use listener::{Accepted, Listener, SocketFiles};
 
@@ -60,6 +58,12 @@ pub enum ServerError {
          (--inherit-cyrus, systemd's LISTEN_FDS); configure at least one"
     )]
     NoListener,
+}
+
+impl From<crate::app::OpenError> for ServerError {
+    fn from(e: crate::app::OpenError) -> Self {
+        ServerError::Store { path: e.path, source: e.source }
+    }
 }
 
 /// The shared state once the store is open; `None` while it opens.
@@ -184,7 +188,7 @@ impl Server {
                         info!(ms = started.elapsed().as_millis() as u64, "store open");
                         let _ = ready_tx.send(Some(Arc::new(shared)));
                     }
-                    Ok(Err(e)) => failed = Some(e),
+                    Ok(Err(e)) => failed = Some(e.into()),
                     Err(_) => failed = Some(ServerError::Opening),
                 },
                 _ = &mut shutdown => {}

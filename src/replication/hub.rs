@@ -39,7 +39,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::store::Change;
+/// A change of a mailbox's effective record, for UPDATE streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The mailbox.
+    pub name: Vec<u8>,
+    /// Servers of the effective record before and after (a PARTIAL-UPDATE
+    /// stream hears the change when it follows either). One entry when
+    /// they are the same server or when there was none before or after.
+    pub servers: Vec<Vec<u8>>,
+}
 
 /// What a logged change costs beyond its name and server bytes (its slot
 /// in the log, the name's shared allocation, the servers' allocations,

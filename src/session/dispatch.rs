@@ -20,7 +20,7 @@ use tokio::io::AsyncWrite;
 
 use super::cmd::{self, Gate, Role, Spec};
 use super::{Next, SessionError, State};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, ArgError, Line, Status, Verb};
 
 /// Answer one command line.

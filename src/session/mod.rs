@@ -17,6 +17,7 @@
 //!
 //! See docs/architecture/session.md.
 
+pub mod connection;
 mod capabilities;
 mod cmd;
 mod dispatch;
@@ -37,8 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::auth::Login;
-use crate::net::admission::Slot;
-use crate::net::connection::{ConnError, Connection, Output};
+use crate::admission::Slot;
+use crate::session::connection::{ConnError, Connection, Output};
 use crate::protocol::{parse, Limits, Response, Status};
 use crate::replication::hub::Registration;
 use crate::replication::stream::{self, Sink};
@@ -407,7 +408,7 @@ impl<S: Transport> Session<S> {
                 return Ended::Closed;
             }
             if let Some(login) = &self.state.login {
-                let user = crate::net::log::Escaped(login.user.as_bytes());
+                let user = crate::logging::Escaped(login.user.as_bytes());
                 tracing::Span::current().record("user", tracing::field::display(user));
             }
         }

@@ -23,9 +23,9 @@
 //! [`Directory::activate`] to the disk and to the streams.
 //!
 //! # Layout
-//! One ordered key space per engine, several key spaces (see [`key`]):
+//! One ordered key space per engine, several key spaces (see `key.rs`):
 //! - `n order_key 0 suffix` -> every record of the name plus which one is
-//!   effective and a conflict flag ([`model::Mailbox::encode`]: hand-written,
+//!   effective and a conflict flag (`model::Mailbox::encode`: hand-written,
 //!   LEB128 length-prefixed, about 3 bytes of overhead per record). The
 //!   records are keyed per (mailbox, server) *inside* one value: the server
 //!   is the location's prefix, so it is not stored twice, and one name is
@@ -41,7 +41,7 @@
 //!   identifier: the rights index (`XRIGHTS`). The handle is the name's key
 //!   part when it is at most 64 bytes, else 65 bytes (a prefix and a
 //!   digest) with `h handle` -> key part beside it, so one identifier
-//!   never copies more than 65 bytes of a name ([`key::RIGHTS`]).
+//!   never copies more than 65 bytes of a name (`key::RIGHTS`).
 //! - `m rights-layout` -> the rights index's layout version.
 //! - `c stripe` -> the integrity summary of one write stripe (count and
 //!   digest of its names), changed in the same batch as the name; with the
@@ -104,40 +104,12 @@
 //! so the next step, if disk matters more, is an index with several
 //! records per key.
 //!
-//! # Decisions where the facts model is silent
-//! - "Oldest" is the position among a name's records: new records are
-//!   appended, an upsert keeps its place, so no sequence number is stored.
-//! - RESERVE for a server that has any record changes nothing (no
-//!   demotion, no partition update); ACTIVATE then sets the location.
-//! - ACTIVATE when there is no effective record makes S effective, even if
-//!   shadows of a deleted lineage remain (the table's "no E" row).
-//! - ACTIVATE over a reserved/moving effective record of an unrelated
-//!   server X (an XFER completing) drops every *moving* record of servers
-//!   outside S's group; reserved ones stay (they are still facts).
-//! - A conflict is raised when S's record *becomes* active while an
-//!   unrelated server's active record is effective; a re-ACTIVATE of an
-//!   already active record (ACL change, foldermodseq) does not raise it
-//!   again after an admin resolved it. The flag clears by itself when no
-//!   active record outside the effective record's group remains.
-//! - DEACTIVATE with no record of S answers `mailbox not currently
-//!   active` when other servers hold the name (Cyrus's text for a name it
-//!   holds elsewhere) and `mailbox doesn't exist` for an unknown name.
-//! - DELETE from an unknown identity with no effective record (only
-//!   shadows) removes every record of the name; of an unknown name it
-//!   answers `OK "done"` (Cyrus 3.6.1 crashes there).
-//! - Successor: the oldest active record outside the removed record's
-//!   group; failing that the oldest reserved/moving record outside it; else
-//!   none.
-//! - FIND from a backend bound to servers W answers nothing when none of W
-//!   has a record and the effective record is a sibling of W in its group.
-//! - Names are kept as given: two names with one Cyrus dbname (`shared..x`
-//!   and `shared.x`) are two mailboxes, ordered next to each other.
-//! - A location without `!` has server `""`; `LIST prefix` without `!`
-//!   also scans server `""`'s records (only present in a replicated
-//!   setup), because their whole location may start with the prefix.
-//! - A primary set at run time persists across restarts until the
-//!   configured primary of that group changes; the configured one then
-//!   wins and takes over at open.
+//! # The facts model
+//! The model as this code implements it, and every decision taken where
+//! the product's model is silent ("oldest", RESERVE over an existing
+//! record, conflicts, successors, FIND from a bound backend, primaries
+//! across restarts, ...), is written down in docs/facts-model.md, each
+//! with the function in `model.rs` or [`Directory`] that implements it.
 
 mod backup;
 pub mod cyrus_dump;
@@ -236,16 +208,9 @@ pub enum Refusal {
     NotServed,
 }
 
-/// A change of a mailbox's effective record, for UPDATE streams.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The mailbox.
-    pub name: Vec<u8>,
-    /// Servers of the effective record before and after (a PARTIAL-UPDATE
-    /// stream hears the change when it follows either). One entry when
-    /// they are the same server or when there was none before or after.
-    pub servers: Vec<Vec<u8>>,
-}
+/// A change of a mailbox's effective record, for UPDATE streams (the
+/// hub's type: the directory publishes into the hub, below it).
+pub use crate::replication::hub::Change;
 
 /// Result of a write, returned only once it is durable. What it changed
 /// for clients has gone to the streams by then, from the directory itself.

@@ -224,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }))
     }
 
-    /// LIST [prefix]: every entry, in server order.
+    /// LIST \[prefix\]: every entry, in server order.
     pub async fn list(&mut self, prefix: Option<&[u8]>) -> Result<Vec<Entry>, ClientError> {
         let data = self.run_ok(&Command::List { prefix: prefix.map(|p| p.to_vec()) }).await?;
         Ok(data

@@ -18,8 +18,8 @@ use tokio::io::AsyncWrite;
 use tracing::{info, warn};
 
 use super::{always, Gate, Role, Spec};
-use crate::net::connection::Output;
-use crate::net::log::Escaped;
+use crate::session::connection::Output;
+use crate::logging::Escaped;
 use crate::protocol::parse::AuthAnswer;
 use crate::protocol::{cyrus, Response, Status};
 use crate::session::dispatch::no;

@@ -12,7 +12,7 @@ use tokio::io::AsyncWrite;
 
 use super::write_args::ArgLimits;
 use super::{write_done, Spec, NUL_IN_ARGUMENT, WRITE};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::session::dispatch::no;
 use crate::session::{Next, SessionError, State};
 

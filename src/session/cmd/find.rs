@@ -12,7 +12,7 @@
 use tokio::io::AsyncWrite;
 
 use super::{internal, Spec, LOGGED_IN};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Response, Status};
 use crate::session::{Next, SessionError, State};
 

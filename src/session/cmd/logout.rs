@@ -7,7 +7,7 @@
 use tokio::io::AsyncWrite;
 
 use super::{always, Gate, Role, Spec};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Status};
 use crate::session::{Next, SessionError, State};
 

@@ -33,7 +33,7 @@ use tracing::error;
 use super::capabilities::Capabilities;
 use super::dispatch::no;
 use super::{Next, SessionError, State};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Command, Status, Verb};
 use crate::store::{Refusal, Reply, StoreError, WriteOutcome};
 

@@ -10,7 +10,7 @@
 use tokio::io::AsyncWrite;
 
 use super::{Spec, LOGGED_IN};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Status};
 use crate::session::{Next, SessionError, State};
 

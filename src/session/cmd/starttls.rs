@@ -15,7 +15,7 @@
 use tokio::io::AsyncWrite;
 
 use super::{Gate, Role, Spec};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Status};
 use crate::session::capabilities::Capabilities;
 use crate::session::{Next, SessionError, State};

@@ -18,7 +18,7 @@ use tokio::io::AsyncWrite;
 use tracing::info;
 
 use super::{Spec, LOGGED_IN};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, Status};
 use crate::replication::stream;
 use crate::session::{Lines, Next, SessionError, State, Streaming};

@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::{data, AdminResult};
 use crate::app::App;
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::store::Reply;
 
 /// No arguments.

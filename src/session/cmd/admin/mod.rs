@@ -34,7 +34,7 @@ use tokio::io::AsyncWrite;
 use tracing::error;
 
 use super::{always, answer_reply, Gate, Role, Spec, DAMAGED, INTERNAL_ERROR};
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::protocol::{cyrus, AdminVerb, Response, Status};
 use crate::session::dispatch::bad;
 use crate::session::{Next, SessionError, State};

@@ -9,8 +9,8 @@ use tracing::info;
 
 use super::{data, AdminResult};
 use crate::app::App;
-use crate::net::connection::Output;
-use crate::net::log::Escaped;
+use crate::session::connection::Output;
+use crate::logging::Escaped;
 use crate::store::{Reply, StoreError};
 
 /// The group, and optionally the server.

@@ -8,7 +8,7 @@ use tokio::io::AsyncWrite;
 
 use super::{data, AdminResult};
 use crate::app::App;
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::store::{RecordState, Reply};
 
 /// One argument: the name.

@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::AdminResult;
 use crate::app::App;
-use crate::net::log::Escaped;
+use crate::logging::Escaped;
 use crate::store::Reply;
 
 /// Two arguments: the name and the server.

@@ -10,7 +10,7 @@ use tokio::io::AsyncWrite;
 
 use super::{data, AdminResult};
 use crate::app::App;
-use crate::net::connection::Output;
+use crate::session::connection::Output;
 use crate::store::Reply;
 
 /// The user and up to 30 groups.

@@ -1,5 +1,5 @@
 //! The sled engine (the default): one sled tree in the data folder, group
-//! commit with the fsyncs sled leaves undone ([`commit`]), recovery from a
+//! commit with the fsyncs sled leaves undone (`commit.rs`), recovery from a
 //! failing disk by reopening, and what only sled needs: its recovery
 //! quirks (a damaged file can make it panic: caught, and reported as
 //! damage), the clean-stop seal and the checks at open (`verify.rs`),
@@ -229,7 +229,7 @@ impl Engine for SledEngine {
     }
 
     /// After a quick open, read every value once in a thread of its own
-    /// ([`verify::read_everything`]); damage it finds is noted as a damaged
+    /// (`verify::read_everything`); damage it finds is noted as a damaged
     /// read is (logged once, writes refused from then on). The close stops
     /// it.
     fn check_in_background(&self, damaged: Arc<OnceLock<String>>) -> Result<(), EngineError> {
