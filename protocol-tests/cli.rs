@@ -10,7 +10,8 @@ use mupdated::protocol::{Command, Entry, Response};
 
 use crate::server::TestServer;
 
-const GROUPS: &str = r#"
+/// One replica group with a configured primary (also the migration tests').
+pub(crate) const GROUPS: &str = r#"
 [[replica_groups]]
 name = "pair-1"
 servers = ["be1a", "be1b"]

@@ -15,14 +15,8 @@ use std::time::Duration;
 use mupdated::protocol::{AdminVerb, Command, Entry, Response};
 use mupdated::tools::client::Client;
 
+use crate::cli::GROUPS;
 use crate::durability::{free_port, Daemon};
-
-const GROUPS: &str = r#"
-[[replica_groups]]
-name = "pair-1"
-servers = ["be1a", "be1b"]
-primary = "be1a"
-"#;
 
 /// mupdated as a process on `data` (the test server's logins and
 /// `GROUPS`), once it accepts connections: the directory is released when

@@ -10,8 +10,8 @@
 
 use tokio::io::AsyncWrite;
 
-use super::write_args::ArgLimits;
-use super::{write_done, Spec, NUL_IN_ARGUMENT, WRITE};
+use super::write_args::refused;
+use super::{write_done, Spec, WRITE};
 use crate::session::connection::Output;
 use crate::session::dispatch::no;
 use crate::session::{Next, SessionError, State};
@@ -27,10 +27,7 @@ pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(
     name: Vec<u8>,
     location: Vec<u8>,
 ) -> Result<Next, SessionError> {
-    if name.contains(&0) || location.contains(&0) {
-        return no(out, &tag, NUL_IN_ARGUMENT).await;
-    }
-    if let Err(text) = ArgLimits::of(&st.app.config).check(&name, Some(&location), None) {
+    if let Some(text) = refused(&st.app.config, &name, &location, None) {
         return no(out, &tag, text).await;
     }
     let identity = st.identity();

@@ -63,3 +63,17 @@ impl ArgLimits {
         Ok(())
     }
 }
+
+/// The `NO` text for a write's arguments, if one is refused: a NUL byte
+/// first (no Cyrus string holds one), then the size limits.
+pub(super) fn refused(
+    config: &crate::config::Config,
+    name: &[u8],
+    location: &[u8],
+    acl: Option<&[u8]>,
+) -> Option<&'static str> {
+    if name.contains(&0) || location.contains(&0) || acl.is_some_and(|a| a.contains(&0)) {
+        return Some(super::NUL_IN_ARGUMENT);
+    }
+    ArgLimits::of(config).check(name, Some(location), acl).err()
+}
