@@ -1,11 +1,14 @@
 //! mupdated as a Cyrus service: a real Cyrus 3.6.1 `master` runs it from a
 //! cyrus.conf SERVICES entry (`cmd="mupdated -C imapd.conf --config FILE
 //! --inherit-cyrus" prefork=1`), backends and a frontend slave work against
-//! it, and master starts exactly one mupdated and never respawns it.
+//! it, and master starts exactly one mupdated and never respawns it. With
+//! `listen="PORT"` master starts one per address family: one serves, the
+//! other relays to it, both addresses serve the one directory.
 
 use std::time::Duration;
 
 use crate::harness::cyrus::Instance;
+use crate::harness::mupdate::{MasterAddr, Mupdate};
 use crate::harness::{wait, MasterKind, Murder};
 
 /// The frontend's slave follows the master's stream within this.
@@ -14,17 +17,29 @@ const FOLLOW: Duration = Duration::from_secs(30);
 /// The one mupdated child of the murder's Cyrus `master`, and its start
 /// time (field 22 of /proc/PID/stat), which a respawn would change.
 fn the_mupdated(master: &Instance) -> (u32, String) {
-    let pids = master.service_pids("/mupdated");
+    let all = mupdateds(master);
     assert_eq!(
-        pids.len(),
+        all.len(),
         1,
-        "prefork=1: Cyrus master runs exactly one mupdated, found {pids:?}; master's output:\n{}",
+        "prefork=1: Cyrus master runs exactly one mupdated, found {all:?}; master's output:\n{}",
         master.output()
     );
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap_or_default();
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let started = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(19)).unwrap_or("").to_string();
-    (pids[0], started)
+    all[0].clone()
+}
+
+/// Every mupdated child of `master` with its start time, by pid.
+fn mupdateds(master: &Instance) -> Vec<(u32, String)> {
+    let mut pids = master.service_pids("/mupdated");
+    pids.sort_unstable();
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The command name (field 2) is in parentheses and may hold spaces.
+            let started =
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(19)).unwrap_or("").to_string();
+            (pid, started)
+        })
+        .collect()
 }
 
 #[track_caller]
@@ -89,4 +104,54 @@ fn mupdated_under_cyrus_master_serves_a_murder_and_is_never_respawned() {
     let output = std::fs::read_to_string(log).unwrap_or_default();
     assert_eq!(output.matches("listening kind=\"cyrus-master\"").count(), 1, "{output}");
     assert!(output.contains("--inherit-cyrus: ignoring Cyrus's arguments"), "{output}");
+}
+
+/// `listen="PORT"`, Cyrus's usual form: master opens an IPv4 and an IPv6
+/// socket and starts one mupdated for each. The one that takes the data
+/// folder's lock serves; the other relays its connections to it. Both
+/// addresses show the one directory, a write through either is seen
+/// through the other, and master respawns neither.
+#[test]
+fn mupdated_under_cyrus_master_on_every_address_family_serves_one_directory() {
+    let m = Murder::start(MasterKind::MupdatedUnderCyrusMasterAnyAddress, 2, true);
+    let master = m.master.cyrus_instance().expect("a Cyrus master runs mupdated");
+    let first = mupdateds(master);
+    assert_eq!(first.len(), 2, "one mupdated per address family, found {first:?}; master's output:\n{}", master.output());
+
+    // The murder works (its backends and slave use 127.0.0.1).
+    crate::scenarios::frontend_follows_in(&m);
+
+    let v6_addr = MasterAddr { host: "::1".into(), port: m.master.addr.port };
+    let log = m.master.mupdated_log().expect("mupdated's log file");
+    let login_v6 = || {
+        Mupdate::login(&v6_addr, &m.master.user, &m.master.password).unwrap_or_else(|e| {
+            panic!("login over {v6_addr}: {e}; mupdated's log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        })
+    };
+    let mut v4 = m.master.login();
+    let mut v6 = login_v6();
+    let list = v4.list(None).expect("LIST over IPv4");
+    assert!(!list.is_empty(), "the scenario left mailboxes");
+    assert_eq!(v6.list(None).expect("LIST over IPv6"), list, "both address families serve the one directory");
+    // A write through the relaying process is seen through the serving one.
+    let probe = m.user("relayprobe");
+    v6.activate(&probe, "be-relay!default", "anyone\tlr\t").expect("ACTIVATE over IPv6");
+    let seen = v4.find(&probe).expect("FIND over IPv4").expect("the write made over IPv6");
+    assert_eq!(seen.location, "be-relay!default");
+    v6.delete(&probe).expect("DELETE over IPv6");
+    assert_eq!(v4.find(&probe).expect("FIND over IPv4"), None);
+    let _ = v4.logout();
+    let _ = v6.logout();
+
+    for _ in 0..10 {
+        let _ = m.master.login().logout();
+        let _ = login_v6().logout();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mupdateds(master), first, "master respawned or added an mupdated");
+
+    // One process served (and listened on the relay socket), one relayed.
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    assert_eq!(output.matches("listening kind=\"relay\"").count(), 1, "{output}");
+    assert_eq!(output.matches("relaying to the process that holds the directory").count(), 1, "{output}");
 }

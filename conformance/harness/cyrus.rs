@@ -233,6 +233,10 @@ pub enum Role {
     MupdatedService {
         /// mupdated's configuration file.
         config: PathBuf,
+        /// The SERVICES entry says `listen="PORT"` (every address family:
+        /// master starts one mupdated per family) instead of
+        /// `listen="127.0.0.1:PORT"`.
+        any_address: bool,
     },
     /// imapd with `proxyservers`; pushes its list with `ctl_mboxlist -m` at START.
     Backend {
@@ -333,9 +337,10 @@ impl Instance {
                     "  mupdate cmd=\"mupdate -C {c} -m\" listen=\"127.0.0.1:{port}\" prefork=1\n"
                 )
             }
-            Role::MupdatedService { config } => format!(
+            Role::MupdatedService { config, any_address } => format!(
                 "  mupdate cmd=\"{bin} -C {c} --config {mupdated_config} --inherit-cyrus --log-file {log}\" \
-                 listen=\"127.0.0.1:{port}\" prefork=1\n",
+                 listen=\"{host}{port}\" prefork=1\n",
+                host = if *any_address { "" } else { "127.0.0.1:" },
                 bin = env!("CARGO_BIN_EXE_mupdated"),
                 mupdated_config = config.display(),
                 log = config.with_file_name("mupdated.log").display(),

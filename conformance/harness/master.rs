@@ -26,6 +26,9 @@ pub enum MasterKind {
     /// This crate's `mupdated`, run by a Cyrus 3.6.1 `master` from a
     /// cyrus.conf SERVICES entry (`--inherit-cyrus`, prefork=1).
     MupdatedUnderCyrusMaster,
+    /// The same with `listen="PORT"`: master opens a socket per address
+    /// family and starts one mupdated for each (one serves, one relays).
+    MupdatedUnderCyrusMasterAnyAddress,
 }
 
 impl MasterKind {
@@ -95,7 +98,7 @@ impl Master {
                     }),
                 }
             }
-            MasterKind::MupdatedUnderCyrusMaster => {
+            MasterKind::MupdatedUnderCyrusMaster | MasterKind::MupdatedUnderCyrusMasterAnyAddress => {
                 let port = free_port();
                 let (dir, config) = write_mupdated_config(ws, port);
                 // `listen` absent: the socket is master's, handed over.
@@ -105,7 +108,8 @@ impl Master {
                 // mupdated runs as the cyrus user there.
                 ws.give_to_cyrus(&dir);
                 ws.give_to_cyrus(&dir.join("data"));
-                let role = Role::MupdatedService { config };
+                let any_address = kind == MasterKind::MupdatedUnderCyrusMasterAnyAddress;
+                let role = Role::MupdatedService { config, any_address };
                 let mut inst = Instance::spawn(ws, &format!("m{port}"), role, port);
                 inst.wait_ready();
                 Master {
@@ -153,7 +157,7 @@ impl Master {
     pub fn mupdated_log(&self) -> Option<PathBuf> {
         match &self.process {
             Process::Cyrus(i) => match &i.role {
-                Role::MupdatedService { config } => Some(config.with_file_name("mupdated.log")),
+                Role::MupdatedService { config, .. } => Some(config.with_file_name("mupdated.log")),
                 _ => None,
             },
             _ => None,

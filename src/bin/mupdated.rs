@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mupdated::config::Config;
-use mupdated::net::{inherit, Server};
+use mupdated::net::{inherit, listener, relay, Server};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// A MUPDATE (RFC 3656) master for Cyrus IMAP murders: backends tell it
@@ -161,27 +161,65 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Under Cyrus's master, one process per address family may share this
+    // data folder: the one that holds its lock serves, the others relay.
+    let mut relay_socket = None;
+    let _owner_lock = if args.inherit_cyrus {
+        let (_, socket) = relay::paths(&config.data_dir);
+        match relay::claim(&config.data_dir) {
+            Ok(relay::Role::Owner(lock)) => {
+                relay_socket = Some(socket);
+                Some(lock)
+            }
+            Ok(relay::Role::Relay) => {
+                // (tokio adopts the sockets inside its runtime.)
+                return runtime.block_on(async move {
+                    let listeners = match inherited.map(listener::adopt).transpose() {
+                        Ok(l) => l.unwrap_or_default(),
+                        Err(e) => {
+                            fail(&e);
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    relay::run(listeners, socket, std::sync::Arc::new(config), shutdown_signal()).await;
+                    ExitCode::SUCCESS
+                });
+            }
+            Err(e) => {
+                fail(&format!("cannot take {}: {e}", relay::paths(&config.data_dir).0.display()));
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     runtime.block_on(async move {
         // Listen first: connections that arrive while the store opens
         // (sled's recovery after a crash takes seconds) wait for their
         // greeting instead of being refused.
-        let server = match Server::listen_with(config, inherited.into_iter().collect()) {
+        let mut server = match Server::listen_with(config, inherited.into_iter().collect()) {
             Ok(s) => s,
             Err(e) => {
                 fail(&e);
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(path) = relay_socket {
+            match listener::bind_relay(&path) {
+                Ok(l) => server = server.with_listener(l, Some(path)),
+                Err(e) => {
+                    fail(&e);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ mupdated::net::ServerError::Store { .. }) if args.inherit_cyrus => {
-                // `listen=3905` makes master open one socket per address
-                // family (ipv4, ipv6) and start a process for each; only
-                // one can hold the directory.
-                fail(&format!(
-                    "{e} (is another mupdated serving this data_dir? With listen=PORT, Cyrus's master starts one \
-                     process per address family: give the SERVICES entry one address, e.g. listen=\"0.0.0.0:3905\")"
-                ));
+                // Siblings under one master share the directory through
+                // the owner's lock (net::relay); anything else holding it
+                // is another server.
+                fail(&format!("{e} (is another mupdated, not started by this master, serving this data_dir?)"));
                 ExitCode::FAILURE
             }
             Err(e) => {

@@ -23,6 +23,10 @@ pub struct Listener {
     pub label: String,
     /// Cyrus master's status pipe, told of each connection.
     pub status: Option<Arc<CyrusStatus>>,
+    /// `unix_peer_admin` may log root in here without AUTHENTICATE (the
+    /// `listen_unix` sockets only: never the relay socket, whose peer is
+    /// a sibling mupdated relaying somebody else).
+    pub peer_admin: bool,
 }
 
 /// The socket of a [`Listener`].
@@ -67,7 +71,7 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> Result<Listener, ServerError>
     socket.bind(addr).map_err(err)?;
     let listener = socket.listen(backlog).map_err(err)?;
     let label = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
-    Ok(Listener { socket: Kind::Tcp(listener), kind: "tcp", label, status: None })
+    Ok(Listener { socket: Kind::Tcp(listener), kind: "tcp", label, status: None, peer_admin: false })
 }
 
 /// Bind a unix socket at `path` with permissions `mode`. A socket file left
@@ -92,7 +96,13 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<Listener, ServerError> {
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    Ok(Listener { socket: Kind::Unix(listener), kind: "unix", label: path.display().to_string(), status: None })
+    Ok(Listener {
+        socket: Kind::Unix(listener),
+        kind: "unix",
+        label: path.display().to_string(),
+        status: None,
+        peer_admin: true,
+    })
 }
 
 /// The sockets handed over by Cyrus's master or systemd, for tokio.
@@ -120,7 +130,9 @@ pub fn adopt(inherited: Inherited) -> Result<Vec<Listener>, ServerError> {
                 (Kind::Unix(UnixListener::from_std(l).map_err(err)?), label)
             }
         };
-        out.push(Listener { socket, kind, label, status: status.clone() });
+        // A unix socket systemd passes stands for a `listen_unix` one.
+        let peer_admin = matches!(socket, Kind::Unix(_));
+        out.push(Listener { socket, kind, label, status: status.clone(), peer_admin });
     }
     Ok(out)
 }
@@ -140,4 +152,13 @@ impl SocketFiles {
             }
         }
     }
+}
+
+/// Bind the relay socket at `path` (owner only, mode 0600: only the same
+/// user's sibling processes connect; see [`super::relay`]).
+pub fn bind_relay(path: &Path) -> Result<Listener, ServerError> {
+    let mut l = bind_unix(path, 0o600)?;
+    l.kind = "relay";
+    l.peer_admin = false;
+    Ok(l)
 }

@@ -5,6 +5,7 @@
 
 pub mod inherit;
 pub mod listener;
+pub mod relay;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,6 +128,14 @@ impl Server {
             return Err(ServerError::NoListener);
         }
         Ok(Server { config, listeners, socket_files, shared: None })
+    }
+
+    /// Also serve on `listener` (the relay socket of [`relay`]); `file` is
+    /// removed at a clean stop.
+    pub fn with_listener(mut self, listener: Listener, file: Option<std::path::PathBuf>) -> Server {
+        self.listeners.push(listener);
+        self.socket_files.0.extend(file);
+        self
     }
 
     /// The TCP addresses actually bound (port 0 resolved).
@@ -315,7 +324,7 @@ impl std::fmt::Display for PeerLabel {
 
 /// Split an accepted connection; `None` when it is closed at once (a TCP
 /// peer outside `allow`).
-fn peer_of(accepted: Accepted, config: &Config) -> Option<Incoming> {
+fn peer_of(accepted: Accepted, config: &Config, peer_admin: bool) -> Option<Incoming> {
     match accepted {
         Accepted::Tcp(socket, addr) => {
             if !config.allows(addr.ip()) {
@@ -331,7 +340,7 @@ fn peer_of(accepted: Accepted, config: &Config) -> Option<Incoming> {
             let cred = socket.peer_cred().ok();
             let uid = cred.as_ref().map(|c| c.uid());
             let label = PeerLabel::Unix { uid, pid: cred.as_ref().and_then(|c| c.pid()) };
-            let login = (config.unix_peer_admin && uid == Some(0)).then(|| Login {
+            let login = (peer_admin && config.unix_peer_admin && uid == Some(0)).then(|| Login {
                 user: "root".to_string(),
                 role: Role::Admin,
                 identity: crate::store::Identity { servers: None },
@@ -365,7 +374,7 @@ async fn accept_loop(listener: Listener, ctx: AcceptContext, mut stop: watch::Re
             }
         };
         let accepted_at = Instant::now();
-        let Some(peer) = peer_of(accepted, &ctx.config) else { continue };
+        let Some(peer) = peer_of(accepted, &ctx.config, listener.peer_admin) else { continue };
         if let Some(status) = &listener.status {
             status.connection();
         }
