@@ -258,7 +258,7 @@ async fn churn(addr: &str, writers: usize, seconds: f64, prefix: &str) -> f64 {
             let mut n = 0usize;
             while Instant::now() < deadline {
                 let name = format!("{prefix}.{:06}", n % 500).into_bytes();
-                let location = if n % 2 == 0 { b"be1!p".to_vec() } else { b"be1!q".to_vec() };
+                let location = if n.is_multiple_of(2) { b"be1!p".to_vec() } else { b"be1!q".to_vec() };
                 c.run_ok(&Command::Activate { name, location, acl: b"owner\tlrswipkxtecdan\t".to_vec() }).await.expect("churn");
                 n += 1;
             }

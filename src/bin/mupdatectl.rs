@@ -748,7 +748,7 @@ async fn backup(args: &Args, dir: &std::path::Path) -> ExitCode {
                         .and_then(|_| out.write_all(b"\n"))
                         .map_err(|e| format!("cannot write: {e}"))?;
                     lines += 1;
-                    if lines % 100_000 == 0 {
+                    if lines.is_multiple_of(100_000) {
                         eprintln!("mupdatectl: {lines} lines");
                     }
                 }

@@ -129,7 +129,7 @@ fn worst_allowed_activate_cost() {
     let mut location = b"be1!".to_vec();
     location.resize(578, b'p');
     let acl = |round: usize| -> Vec<u8> {
-        let rights = if round % 2 == 0 { "lrs" } else { "lrswipkxtecdan" };
+        let rights = if round.is_multiple_of(2) { "lrs" } else { "lrswipkxtecdan" };
         let width = if round % 4 < 2 { 256 } else { 255 };
         (0..1024).flat_map(|i| format!("{i:0>width$}\t{rights}\t").into_bytes()).collect()
     };

@@ -423,7 +423,7 @@ pub fn full_check(
     for kv in db.scan_prefix(&[]) {
         let (k, v) = kv?;
         seen += 1;
-        if seen % 100_000 == 0 {
+        if seen.is_multiple_of(100_000) {
             progress(seen);
         }
         match k.first().copied() {

@@ -462,7 +462,7 @@ pub fn mailbox_set(n: usize, servers: usize) -> Vec<(String, String)> {
     while out.len() < n {
         let loc = location(user % servers);
         let inbox = format!("user.u{user:07}");
-        if user % 3 == 0 {
+        if user.is_multiple_of(3) {
             for folder in ["Sent", "Trash"] {
                 out.push((format!("{inbox}.{folder}"), loc.clone()));
             }

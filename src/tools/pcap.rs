@@ -290,7 +290,7 @@ fn read_pcapng(data: &[u8]) -> Result<Vec<Frame<'_>>, PcapError> {
         }
         let block_type = order.u32(block_type_raw);
         let len = order.u32(&data[at + 4..at + 8]) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(PcapError::Malformed("block length"));
         }
         let Some(block) = data.get(at..at + len) else { break };
@@ -807,7 +807,7 @@ mod tests {
     fn ng_block(big: bool, kind: u32, body: &[u8]) -> Vec<u8> {
         let w32 = |v: u32| if big { v.to_be_bytes() } else { v.to_le_bytes() };
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let len = body.len() as u32 + 12;
