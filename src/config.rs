@@ -188,6 +188,11 @@ fn default_listen_backlog() -> u32 {
     // once) must wait in the kernel, not be reset; 128 dropped hundreds of 5,000.
     1024
 }
+fn default_true() -> bool {
+    // SCRAM-SHA-256 keeps the password off the wire and Cyrus's client
+    // (libsasl >= 2.1.27) picks it by itself when offered.
+    true
+}
 fn default_scram_iterations() -> u32 {
     // RFC 5802's minimum: verifiers of plain passwords are derived at every
     // start, and Cyrus's client refuses more than 65536.
@@ -302,6 +307,10 @@ pub struct Config {
     /// Largest message (line or literal) accepted before login, bytes.
     #[serde(default = "default_max_unauthenticated_message")]
     pub max_unauthenticated_message: usize,
+    /// Offer SCRAM-SHA-256 wherever every login can complete it; false:
+    /// never (to offer exactly what a Cyrus master with only PLAIN offers).
+    #[serde(default = "default_true")]
+    pub scram_sha256: bool,
     /// Offer SCRAM-SHA-1 too (for libsasl older than 2.1.27, which has no
     /// SCRAM-SHA-256); off: SHA-1 is weaker and current Cyrus picks SHA-256.
     #[serde(default)]

@@ -87,6 +87,8 @@ struct Account {
 /// SASL settings beyond the users (from the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SaslOptions {
+    /// Offer SCRAM-SHA-256 (`scram_sha256`, on by default).
+    pub scram_sha256: bool,
     /// Offer SCRAM-SHA-1 (`scram_sha1`).
     pub scram_sha1: bool,
     /// Iterations of the verifiers derived from plain passwords.
@@ -95,7 +97,7 @@ pub struct SaslOptions {
 
 impl Default for SaslOptions {
     fn default() -> Self {
-        SaslOptions { scram_sha1: false, scram_iterations: scram::MIN_ITERATIONS }
+        SaslOptions { scram_sha256: true, scram_sha1: false, scram_iterations: scram::MIN_ITERATIONS }
     }
 }
 
@@ -212,8 +214,15 @@ impl Authenticator {
                 (u.name.clone(), Account { role: u.role, servers, secret, scram_sha256, scram_sha1, certificate })
             })
             .collect();
-        let mut blocking: Vec<&str> =
-            accounts.iter().filter(|(_, a)| a.scram_sha256.is_none() && !matches!(a.secret, Secret::None)).map(|(n, _)| n.as_str()).collect();
+        let mut blocking: Vec<&str> = if !options.scram_sha256 {
+            Vec::new()
+        } else {
+            accounts
+                .iter()
+                .filter(|(_, a)| a.scram_sha256.is_none() && !matches!(a.secret, Secret::None))
+                .map(|(n, _)| n.as_str())
+                .collect()
+        };
         blocking.sort_unstable();
         if !blocking.is_empty() {
             tracing::warn!(
@@ -317,7 +326,7 @@ impl Authenticator {
             return Vec::new();
         }
         let mut m = Vec::new();
-        if self.scram_complete(ScramHash::Sha256, ctx) {
+        if self.options.scram_sha256 && self.scram_complete(ScramHash::Sha256, ctx) {
             m.push(ScramHash::Sha256.mechanism());
         }
         if self.options.scram_sha1 && self.scram_complete(ScramHash::Sha1, ctx) {
@@ -641,9 +650,9 @@ mod tests {
         for (i, (users, c, want)) in table.into_iter().enumerate() {
             assert_eq!(a(users).offered(&c), want, "row {i}: {c:?}");
         }
-        let sha1 = Authenticator::with_options(&plain_only, 1, SaslOptions { scram_sha1: true, scram_iterations: 4096 });
+        let sha1 = Authenticator::with_options(&plain_only, 1, SaslOptions { scram_sha1: true, ..SaslOptions::default() });
         assert_eq!(sha1.offered(&ctx(false, false, false)), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
-        let sha1_blocked = Authenticator::with_options(&argon_and_scram, 1, SaslOptions { scram_sha1: true, scram_iterations: 4096 });
+        let sha1_blocked = Authenticator::with_options(&argon_and_scram, 1, SaslOptions { scram_sha1: true, ..SaslOptions::default() });
         assert_eq!(sha1_blocked.offered(&ctx(false, false, false)), ["SCRAM-SHA-256", "PLAIN"]);
     }
 
