@@ -160,6 +160,14 @@ impl Master {
         }
     }
 
+    /// What a mupdated master started by the harness has logged so far.
+    pub fn mupdated_output(&self) -> Option<String> {
+        match &self.process {
+            Process::Mupdated(m) => Some(m.running.output()),
+            _ => None,
+        }
+    }
+
     /// The `mupdate -m` instance, for a Cyrus master.
     pub fn cyrus_instance(&self) -> Option<&Instance> {
         match &self.process {
