@@ -697,4 +697,27 @@ role = "admin"
         assert!(Config::parse("allow = [\"0.0.0.0/0\"]").unwrap().allows("8.8.8.8".parse().unwrap()));
         assert!(Config::parse("").unwrap().allows("8.8.8.8".parse().unwrap()));
     }
+
+    #[test]
+    fn sasl_keys_are_checked() {
+        let v = crate::auth::scram::Verifier::generate(crate::auth::scram::ScramHash::Sha256, b"pw", 4096).encode();
+        let user = |extra: &str| Config::parse(&format!("[[users]]\nname='a'\nrole='admin'\n{extra}"));
+        let err = |extra: &str| user(extra).unwrap_err().to_string();
+        assert!(user(&format!("scram_sha256 = '{v}'")).is_ok(), "a verifier alone is a login");
+        assert!(user("certificate = 'a.example'").is_ok(), "so is a certificate");
+        assert!(err("").contains("needs password, password_hash, scram_sha256 or certificate"));
+        assert!(err("scram_sha256 = 'x,4096,y'").contains("scram_sha256: expected salt,iterations"));
+        assert!(err(&format!("scram_sha1 = '{v}'")).contains("scram_sha1: StoredKey has 32 bytes"));
+        assert!(err(&format!("password = 'pw'\nscram_sha256 = '{v}'")).contains("derived at start"));
+        assert!(err("certificate = ''").contains("certificate is empty"));
+        let two = "[[users]]\nname='a'\nrole='admin'\ncertificate='X.example'\n\
+                   [[users]]\nname='b'\nrole='admin'\ncertificate='x.example'";
+        assert!(Config::parse(two).unwrap_err().to_string().contains("given to two entries"));
+        let top = |extra: &str| Config::parse(extra);
+        let c = top("").unwrap();
+        assert!(c.scram_sha256 && !c.scram_sha1 && c.scram_iterations == 4096);
+        assert!(top("scram_iterations = 65536").is_ok());
+        assert!(top("scram_iterations = 65537").unwrap_err().to_string().contains("4096 to 65536"));
+        assert!(top("scram_iterations = 100").is_err());
+    }
 }
