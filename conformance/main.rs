@@ -42,5 +42,6 @@ mod differential;
 mod harness;
 mod facts;
 mod migration;
+mod sasl;
 mod scenarios;
 mod under_master;
