@@ -48,7 +48,10 @@ pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(
     mechanism: Vec<u8>,
     initial_response: Option<Vec<u8>>,
 ) -> Result<Next, SessionError> {
-    if !mechanism.eq_ignore_ascii_case(b"PLAIN") {
+    // Only what this connection offers (none before TLS when TLS is
+    // required): a client cannot log in with what the banner left out.
+    let offered = st.caps.auth.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(&mechanism));
+    if !offered || !mechanism.eq_ignore_ascii_case(b"PLAIN") {
         return no(out, &tag, UNSUPPORTED_MECHANISM).await;
     }
     match initial_response {
