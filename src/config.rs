@@ -473,7 +473,7 @@ impl Config {
             }
             let mut seen = std::collections::HashSet::new();
             for a in &t.listen_tls {
-                if !seen.insert(a) || self.listen.as_ref().is_some_and(|l| l.contains(a)) {
+                if a.port() != 0 && (!seen.insert(a) || self.listen.as_ref().is_some_and(|l| l.contains(a))) {
                     return invalid(format!("tls: listen_tls address {a} is listed twice (or in listen too)"));
                 }
             }
