@@ -352,3 +352,74 @@ async fn hostile_tls_input_ends_only_its_own_connection() {
     w.logout().await;
     server.stop().await;
 }
+
+/// The real daemon with `[tls]`: SIGHUP re-reads the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_daemons_certificate_without_dropping_a_connection() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", crate::durability::free_port());
+    let config = dir.path().join("mupdated.toml");
+    crate::durability::write_config(&config, &addr, &dir.path().join("data"));
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    text.push_str(&pki.table(""));
+    std::fs::write(&config, text).expect("write");
+    let daemon = crate::durability::start(&config, &addr).await;
+    let pid = rustix::process::Pid::from_raw(daemon.0.id() as i32).expect("pid");
+
+    let (mut old, _) = tls_client::connect(&addr, WAIT, Mode::Starttls, &pki.verify()).await.expect("connect");
+    old.authenticate("mupdater", "secret").await.expect("login");
+    let first = served(&old);
+    cert(pki.dir.path(), "server", "/CN=server two", Some("ca"), SERVER_EXT);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    let mut second = first.clone();
+    for _ in 0..100 {
+        let (c, _) = tls_client::connect(&addr, WAIT, Mode::Starttls, &pki.verify()).await.expect("connect");
+        second = served(&c);
+        if second != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(second, first, "SIGHUP did not bring the new certificate");
+    assert_eq!(old.find(b"user.nobody").await.expect("the old connection survives SIGHUP"), None);
+
+    // A broken key on SIGHUP: the daemon keeps serving the last good one.
+    std::fs::write(pki.path("server.key"), "broken\n").expect("write");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (c, _) = tls_client::connect(&addr, WAIT, Mode::Starttls, &pki.verify()).await.expect("still serving TLS");
+    assert_eq!(served(&c), second);
+    drop(daemon);
+}
+
+/// mupdatectl over STARTTLS and implicit TLS, verifying the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mupdatectl_speaks_starttls_and_implicit_tls() {
+    let pki = Pki::new();
+    let server = start(&pki, "listen_tls = [\"127.0.0.1:0\"]").await;
+    let (addr, tls_addr) = (server.addr(), server.tls_addrs[0].to_string());
+    let ca = pki.path("ca.pem").display().to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Process::new(env!("CARGO_BIN_EXE_mupdatectl")).args(&args).output().expect("run mupdatectl")
+        })
+    };
+    let base = |server: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["--server", server, "--user", "mupdater", "--password", "secret"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push("list".to_string());
+        v
+    };
+    let out = run(base(&addr, &["--starttls", "--ca", &ca])).await.expect("joined");
+    assert!(out.status.success(), "--starttls: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(base(&tls_addr, &["--tls", "--ca", &ca])).await.expect("joined");
+    assert!(out.status.success(), "--tls: {}", String::from_utf8_lossy(&out.stderr));
+    // Without TLS, `require` leaves no mechanism: refused.
+    let out = run(base(&addr, &[])).await.expect("joined");
+    assert!(!out.status.success(), "logged in without TLS");
+    // A CA that did not sign the server's certificate: refused.
+    let out = run(base(&addr, &["--starttls", "--ca", &pki.path("client.pem").display().to_string()])).await.expect("joined");
+    assert!(!out.status.success(), "verified against the wrong CA");
+    server.stop().await;
+}
