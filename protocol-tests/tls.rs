@@ -423,3 +423,42 @@ async fn mupdatectl_speaks_starttls_and_implicit_tls() {
     assert!(!out.status.success(), "verified against the wrong CA");
     server.stop().await;
 }
+
+/// Stalled handshakes hold their admission slots only until
+/// handshake_timeout: with the peer's cap filled by them, a new connection
+/// is refused; once they time out, the slots are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_frees_its_slot_at_the_timeout() {
+    let pki = Pki::new();
+    let server = TestServer::start_in(
+        tempfile::tempdir().expect("temp dir"),
+        "max_connections_per_peer = 4",
+        &pki.table("listen_tls = [\"127.0.0.1:0\"]"),
+    )
+    .await;
+    let (addr, tls_addr) = (server.addr(), server.tls_addrs[0].to_string());
+    let mut w = witness(&addr, &pki).await;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&tls_addr).await.expect("connect");
+        s.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cap (witness + 3 stalled) is full: refused with Cyrus's text.
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.expect("answer").expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains(cyrus::SERVER_UNABLE), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    still_answers(&mut w).await;
+    for s in &mut stalled {
+        assert!(closed_within(s, Duration::from_secs(8)).await, "a stalled handshake was not closed");
+    }
+    // The slots are back: a new TLS session logs in.
+    let (mut c, _) = tls_client::connect(&tls_addr, WAIT, Mode::Implicit, &pki.verify()).await.expect("connect after the timeouts");
+    c.authenticate("fe", "fepw").await.expect("login");
+    still_answers(&mut w).await;
+    c.logout().await;
+    w.logout().await;
+    server.stop().await;
+}
