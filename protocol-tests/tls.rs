@@ -478,3 +478,18 @@ async fn starttls_transcript() {
     assert!(report.matched(), "server answers differ from the transcript\n{}", report.render());
     server.stop().await;
 }
+
+/// A clear-text transcript replayed inside implicit TLS gets the same
+/// answers (what mupdatectl replay --tls does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_replays_unchanged_inside_implicit_tls() {
+    use mupdated::tools::replay::{play_tls, Mode as Replay};
+    let pki = Pki::new();
+    let server = start(&pki, "listen_tls = [\"127.0.0.1:0\"]").await;
+    let text = include_str!("transcripts/writes_and_find.txt");
+    let steps = mupdated::tools::transcript::parse(text).expect("transcript parses");
+    let addr = server.tls_addrs[0].to_string();
+    let report = play_tls(&addr, &steps, Replay::Exact, mupdated::session::VERSION, Duration::from_secs(5), &pki.verify()).await;
+    assert!(report.matched(), "answers inside TLS differ from the transcript\n{}", report.render());
+    server.stop().await;
+}

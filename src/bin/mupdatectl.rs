@@ -352,7 +352,12 @@ async fn replay_captures(args: &Args, captures: &[std::path::PathBuf], mode: Mod
         if !args.password.is_empty() {
             replay::substitute_plain_credentials(&mut steps, &args.user, &args.password);
         }
-        let report = replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await;
+        let report = if args.tls {
+            let options = TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() };
+            replay::play_tls(&args.server, &steps, mode, mupdated::session::VERSION, wait, &options).await
+        } else {
+            replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await
+        };
         let mut conns: Vec<&str> = Vec::new();
         for s in &steps {
             if let Step::Send { conn, .. } | Step::Expect { conn, .. } | Step::Close { conn } | Step::Eof { conn } = s {
