@@ -10,7 +10,7 @@
 //!
 //! | layer | module | what it holds | imports |
 //! |---|---|---|---|
-//! | listeners | [`net`] | listener kinds (TCP, unix, Cyrus master, systemd), the accept loops, shutdown; builds the [`app::App`] and runs a [`session`] per connection | app, session, admission, auth, config, logging, protocol, store |
+//! | listeners | [`net`] | listener kinds (TCP, unix, Cyrus master, systemd), TLS (STARTTLS, implicit TLS, reload), the accept loops, shutdown; builds the [`app::App`] and runs a [`session`] per connection | app, session, admission, auth, config, logging, protocol, store |
 //! | connection | [`session`] | one connection over any byte stream ([`session::connection`]: framer in, buffered output), capabilities, the dispatcher in Cyrus's check order, `cmd/`: one file per command | app, admission, auth, config, logging, protocol, replication, store |
 //! | context | [`app`] | what every connection shares: directory, hub, authenticator, configuration, limits | auth, config, protocol, replication, store |
 //! | streams | [`replication`] | `stream`: each UPDATE stream's dump, host filter and flush | protocol, store |

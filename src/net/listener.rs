@@ -158,7 +158,7 @@ impl SocketFiles {
 /// user's sibling processes connect; see [`super::relay`]).
 pub fn bind_relay(path: &Path) -> Result<Listener, ServerError> {
     let mut l = bind_unix(path, 0o600)?;
-    l.kind = "relay";
+    l.kind = super::RELAY_KIND;
     l.peer_admin = false;
     Ok(l)
 }
