@@ -43,4 +43,5 @@ mod harness;
 mod facts;
 mod migration;
 mod scenarios;
+mod tls;
 mod under_master;

@@ -352,10 +352,11 @@ impl Instance {
                      allowusermoves: yes\n\
                      proxy_authname: {PROXY_USER}\n\
                      proxy_password: {PASSWORD}\n\
-                     mupdate_server: {master}\n\
+                     mupdate_server: {spec}\n\
                      mupdate_username: {mupdate_user}\n\
                      mupdate_authname: {mupdate_user}\n\
-                     mupdate_password: {mupdate_password}\n"
+                     mupdate_password: {mupdate_password}\n",
+                    spec = master.cyrus_spec(),
                 );
                 format!("  imap cmd=\"imapd -C {c}\" listen=\"127.0.0.1:{port}\" prefork=0\n")
             }
@@ -369,14 +370,15 @@ impl Instance {
                 let _ = write!(
                     imapd,
                     "admins: {ADMIN}\n\
-                     mupdate_server: {master}\n\
+                     mupdate_server: {spec}\n\
                      mupdate_username: {mupdate_user}\n\
                      mupdate_authname: {mupdate_user}\n\
                      mupdate_password: {mupdate_password}\n\
                      proxy_authname: {PROXY_USER}\n\
                      proxy_password: {PASSWORD}\n\
                      serverlist: {}\n",
-                    serverlist.join(" ")
+                    serverlist.join(" "),
+                    spec = master.cyrus_spec(),
                 );
                 // prefork=1: otherwise the slave only starts on its first
                 // client and the frontend's list never syncs.
