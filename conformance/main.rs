@@ -44,4 +44,5 @@ mod facts;
 mod migration;
 mod scenarios;
 mod tls;
+mod tls_logins;
 mod under_master;

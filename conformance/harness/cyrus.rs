@@ -513,9 +513,15 @@ impl Instance {
     /// Runs `ctl_mboxlist -C <config> <args>` as the cyrus user, e.g.
     /// `["-m"]` (push the local list to the master) or `["-m", "-w"]` (dry run).
     pub fn ctl_mboxlist(&self, args: &[&str]) -> Finished {
+        self.ctl_mboxlist_as(&self.config, args)
+    }
+
+    /// `ctl_mboxlist` on this instance's data with another imapd.conf
+    /// (e.g. a copy with other MUPDATE client settings).
+    pub fn ctl_mboxlist_as(&self, config: &Path, args: &[&str]) -> Finished {
         let mut cmd = Command::new(Cyrus::bin("ctl_mboxlist"));
         cmd.arg("-C")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .uid(self.cyrus.uid)
             .gid(self.cyrus.gid)

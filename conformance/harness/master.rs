@@ -117,44 +117,7 @@ impl Master {
                 }
             }
             MasterKind::MupdatedStartTls | MasterKind::MupdatedImplicitTls => {
-                let mode = kind.tls_mode().expect("a TLS kind");
-                let port = free_port();
-                let (dir, config) = write_mupdated_config(ws, port);
-                let pki = Pki::new(&dir.join("pki"));
-                let mut text = std::fs::read_to_string(&config).expect("read mupdated config");
-                if mode == TlsMode::Implicit {
-                    // The clear listener moves to another port; `port` is TLS only.
-                    let clear = free_port();
-                    text = text.replace(
-                        &format!("listen = [\"127.0.0.1:{port}\"]"),
-                        &format!("listen = [\"127.0.0.1:{clear}\"]"),
-                    );
-                }
-                text.push_str(&tls_section(&pki, (mode == TlsMode::Implicit).then_some(port)));
-                std::fs::write(&config, text).expect("write mupdated config");
-                let addr = MasterAddr {
-                    tls: Some(Tls {
-                        mode,
-                        ca: pki.ca.cert.clone(),
-                        server_name: "mupdated.test".into(),
-                    }),
-                    ..MasterAddr::loopback(port)
-                };
-                let running = start_mupdated_at(&dir, &config, &addr, 0);
-                Master {
-                    kind,
-                    addr: addr.clone(),
-                    user: MUPDATE_USER.into(),
-                    password: PASSWORD.into(),
-                    pki: Some(pki),
-                    process: Process::Mupdated(Mupdated {
-                        running,
-                        dir,
-                        config,
-                        addr,
-                        starts: 1,
-                    }),
-                }
+                Master::start_tls(ws, kind, "")
             }
             MasterKind::MupdatedUnderCyrusMaster => {
                 let port = free_port();
@@ -198,6 +161,51 @@ impl Master {
                 drop(master.login());
                 master
             }
+        }
+    }
+
+    /// A TLS master (`MupdatedStartTls` or `MupdatedImplicitTls`) with
+    /// `extra_toml` (e.g. more `[[users]]`) appended to its config.
+    pub fn start_tls(ws: &Workspace, kind: MasterKind, extra_toml: &str) -> Master {
+        let mode = kind.tls_mode().expect("a TLS kind");
+        let port = free_port();
+        let (dir, config) = write_mupdated_config(ws, port);
+        let pki = Pki::new(&dir.join("pki"));
+        let mut text = std::fs::read_to_string(&config).expect("read mupdated config");
+        if mode == TlsMode::Implicit {
+            // The clear listener moves to another port; `port` is TLS only.
+            let clear = free_port();
+            text = text.replace(
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+                &format!("listen = [\"127.0.0.1:{clear}\"]"),
+            );
+        }
+        text.push_str(&tls_section(&pki, (mode == TlsMode::Implicit).then_some(port)));
+        text.push_str(extra_toml);
+        std::fs::write(&config, text).expect("write mupdated config");
+        let addr = MasterAddr {
+            tls: Some(Tls {
+                mode,
+                ca: pki.ca.cert.clone(),
+                server_name: "mupdated.test".into(),
+                client_cert: None,
+            }),
+            ..MasterAddr::loopback(port)
+        };
+        let running = start_mupdated_at(&dir, &config, &addr, 0);
+        Master {
+            kind,
+            addr: addr.clone(),
+            user: MUPDATE_USER.into(),
+            password: PASSWORD.into(),
+            pki: Some(pki),
+            process: Process::Mupdated(Mupdated {
+                running,
+                dir,
+                config,
+                addr,
+                starts: 1,
+            }),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Tls {
     pub ca: PathBuf,
     /// The name the master's certificate must carry.
     pub server_name: String,
+    /// A client certificate and its key (PEM) to present, if any.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +181,21 @@ impl From<io::Error> for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The mechanisms of a greeting's `* AUTH` line (quoted or not).
+pub fn mechanisms(greeting: &[String]) -> Vec<String> {
+    greeting
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("* ")?;
+            let (word, args) = rest.split_once(' ').unwrap_or((rest, ""));
+            word.eq_ignore_ascii_case("AUTH").then_some(args)
+        })
+        .flat_map(|args| args.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')))
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The connection under the protocol: clear or TLS.
 enum Stream {
     Clear(TcpStream),
@@ -228,8 +245,21 @@ fn handshake(tcp: TcpStream, tls: &Tls) -> Result<Stream> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Protocol(format!("TLS config: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match &tls.client_cert {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::PrivateKeyDer;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect())
+                .map_err(|e| Error::Protocol(format!("client certificate {}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| Error::Protocol(format!("client key {}: {e}", key.display())))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Protocol(format!("client certificate {}: {e}", cert.display())))?
+        }
+    };
     let name = ServerName::try_from(tls.server_name.clone())
         .map_err(|e| Error::Protocol(format!("server name {:?}: {e}", tls.server_name)))?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
@@ -345,6 +375,24 @@ impl Mupdate {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}\0{user}\0{password}"));
         self.send(format!("A01 AUTHENTICATE \"PLAIN\" {}\r\n", literal_plus(&blob)).as_bytes())?;
         self.complete("A01").map(|_| ())
+    }
+
+    /// SASL EXTERNAL with `authzid` (may be empty) as the initial response,
+    /// the way Cyrus sends it: `A01 AUTHENTICATE "EXTERNAL" {n+}`.
+    pub fn authenticate_external(&mut self, authzid: &str) -> Result<()> {
+        let blob = if authzid.is_empty() {
+            "=".to_string()
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(authzid)
+        };
+        self.send(format!("A01 AUTHENTICATE \"EXTERNAL\" {}\r\n", literal_plus(&blob)).as_bytes())?;
+        self.complete("A01").map(|_| ())
+    }
+
+    /// The mechanisms of the greeting's `* AUTH` line (after STARTTLS: the
+    /// one inside TLS); empty when the line is empty or missing.
+    pub fn mechanisms(&self) -> Vec<String> {
+        mechanisms(&self.greeting)
     }
 
     /// `FIND name`: the entry, or `None` when the master does not know it.
