@@ -7,6 +7,9 @@
 //! - **find**: `FIND` of random loaded names, several connections.
 //! - **list**: full `LIST`, and `LIST "be07!"` (one server's share).
 //! - **update**: `UPDATE` dump until `OK "streaming starts"`.
+//! - **connect**: new connections one after another, each to its greeting
+//!   (with `--tls`/`--starttls`: the TLS handshake included), then closed:
+//!   what a connection costs before any login.
 //! - **churn**: backend transactions as Cyrus backends make them (new
 //!   connection, AUTHENTICATE PLAIN, RESERVE, ACTIVATE, LOGOUT without
 //!   waiting), at several concurrency levels.
@@ -57,6 +60,9 @@ pub enum Phase {
     Stalled,
     /// The rights index (mupdated's `XRIGHTS`): skipped on servers without it.
     Rights,
+    /// New connections one after another, to their greeting (TLS handshake
+    /// included when the bench speaks TLS).
+    Connect,
 }
 
 impl Phase {
@@ -70,17 +76,19 @@ impl Phase {
             Phase::Propagation => "propagation",
             Phase::Stalled => "stalled",
             Phase::Rights => "rights",
+            Phase::Connect => "connect",
         }
     }
 }
 
 /// Order the phases run in, whatever order `--phases` names them.
-const RUN_ORDER: [Phase; 8] = [
+const RUN_ORDER: [Phase; 9] = [
     Phase::Load,
     Phase::Find,
     Phase::List,
     Phase::Update,
     Phase::Rights,
+    Phase::Connect,
     Phase::Churn,
     Phase::Propagation,
     Phase::Stalled,
@@ -89,8 +97,14 @@ const RUN_ORDER: [Phase; 8] = [
 /// Options of `mupdatectl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Phases to run (they run in the order load, find, list, update, rights, churn, propagation, stalled).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,load,find,list,update,rights,propagation,stalled")]
+    /// Phases to run (they run in the order load, find, list, update, rights, connect, churn, propagation,
+    /// stalled).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "churn,load,find,list,update,rights,connect,propagation,stalled"
+    )]
     pub phases: Vec<Phase>,
     /// Mailboxes to load (and to pick FIND names from).
     #[arg(long, default_value_t = 10_000)]
@@ -119,6 +133,9 @@ pub struct BenchArgs {
     /// Seconds of FIND.
     #[arg(long, default_value_t = 5.0)]
     pub find_seconds: f64,
+    /// Seconds of the connect phase (connections one after another).
+    #[arg(long, default_value_t = 3.0)]
+    pub connect_seconds: f64,
     /// Server name whose share `LIST "<server>!"` measures (default: be07, or the last one).
     #[arg(long)]
     pub list_server: Option<String>,
@@ -176,6 +193,7 @@ impl Default for BenchArgs {
             churn_seconds: 5.0,
             find_concurrency: 8,
             find_seconds: 5.0,
+            connect_seconds: 3.0,
             list_server: None,
             propagation_samples: 200,
             propagation_seconds: 12.0,
@@ -297,6 +315,20 @@ pub struct FindReport {
     /// `ops` / `seconds`.
     pub ops_per_s: f64,
     /// One FIND, sent to its OK.
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+/// The connect phase's figures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ConnectReport {
+    /// Connections made, each to its greeting.
+    pub connections: u64,
+    /// Wall-clock seconds the phase ran.
+    pub seconds: f64,
+    /// `connections` / `seconds`.
+    pub per_s: f64,
+    /// One connection: TCP connect, TLS handshake if any, greeting.
     #[serde(flatten)]
     pub latency: Latency,
 }
@@ -435,6 +467,9 @@ pub struct BenchReport {
     /// Stalled-subscriber figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<StalledReport>,
+    /// Connect figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectReport>,
     /// Rights-index figures; also `None` on a server without `XRIGHTS`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rights: Option<RightsReport>,
@@ -1062,6 +1097,34 @@ async fn propagation(ctx: &Ctx<'_>) -> Result<PropagationReport, String> {
     Ok(report)
 }
 
+/// Connections one after another for `--connect-seconds`, each timed from
+/// the TCP connect to the end of its greeting (the TLS handshake included
+/// when the bench speaks TLS), then dropped without a command.
+async fn connect(ctx: &Ctx<'_>) -> Result<ConnectReport, String> {
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(ctx.args.connect_seconds.max(0.0));
+    let mut lat = Vec::new();
+    loop {
+        let t0 = Instant::now();
+        let (c, _) = Client::connect(ctx.server, ctx.timeout).await.map_err(|e| err("connect", e))?;
+        lat.push(t0.elapsed());
+        drop(c);
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let connections = lat.len() as u64;
+    let report = ConnectReport {
+        connections,
+        seconds,
+        per_s: connections as f64 / seconds.max(1e-9),
+        latency: Latency::of(&mut lat),
+    };
+    eprintln!("  connect: {:.0}/s, p50 {:.2} ms", report.per_s, report.latency.p50_ms);
+    Ok(report)
+}
+
 /// A subscriber that logs in, sends UPDATE and never reads again. Its
 /// receive buffer is small so that the server's sends to it back up soon.
 async fn stalled_subscriber(ctx: &Ctx<'_>) -> Result<tokio::net::TcpStream, String> {
@@ -1287,6 +1350,7 @@ pub async fn run_report(server: &str, user: &str, password: &str, args: &BenchAr
             Phase::Propagation => propagation(&ctx).await.map(|r| report.propagation = Some(r)),
             Phase::Stalled => stalled(&ctx).await.map(|r| report.stalled = Some(r)),
             Phase::Rights => rights(&ctx).await.map(|r| report.rights = r),
+            Phase::Connect => connect(&ctx).await.map(|r| report.connect = Some(r)),
         };
         eprintln!("bench: {} done in {:.1} s", phase.name(), t0.elapsed().as_secs_f64());
         if let Err(e) = outcome {
