@@ -18,6 +18,7 @@ use crate::differential::report_dir;
 use crate::harness::capture;
 use crate::harness::cyrus::{MUPDATE_USER, PASSWORD};
 use crate::harness::murder::record_murders_into;
+use crate::harness::mupdate::TlsMode;
 use crate::harness::MasterKind;
 
 /// Instantiates a scenario for STARTTLS and for implicit TLS.
@@ -108,4 +109,32 @@ fn assert_logged_tls(dir: &Path, conns: &[capture::Conn]) {
             path.display()
         );
     }
+}
+
+/// The capture check on a clear-text murder's real recordings: every
+/// connection fails it, in both modes, naming what crossed in clear.
+#[test]
+fn the_capture_check_fails_on_a_clear_murder() {
+    let base = report_dir().join("recordings").join("tls-clear-control");
+    let _ = std::fs::remove_dir_all(&base);
+    {
+        let options = crate::harness::Options::new(1, false).record(Some(base.join("m1")));
+        let mut m = crate::harness::Murder::start_with(MasterKind::Mupdated, options);
+        m.backend(0).imap().create("user.clear", None).assert_ok();
+        m.finish_recording();
+    }
+    let conns = capture::load(&base.join("m1"));
+    assert!(!conns.is_empty(), "nothing recorded");
+    let secrets = capture::secrets(MUPDATE_USER, PASSWORD);
+    for c in &conns {
+        for mode in [TlsMode::StartTls, TlsMode::Implicit] {
+            assert!(capture::check(c, mode, &secrets).is_err(), "{} ({}) passed as {mode:?}", c.name, c.role);
+        }
+    }
+    // With the framing checks out of the way, the words themselves are
+    // found in clear: a connection that wrote a mailbox shows ACTIVATE.
+    assert!(
+        conns.iter().any(|c| c.c.windows(8).any(|w| w == b"ACTIVATE")),
+        "no ACTIVATE in the clear recordings"
+    );
 }
