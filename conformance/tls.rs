@@ -96,8 +96,14 @@ fn assert_logged_tls(dir: &Path, conns: &[capture::Conn]) {
             .as_deref()
             .unwrap_or_else(|| panic!("{}: the proxy did not record where it connected from", c.name));
         let peer = format!("peer={from}");
+        // `peer=127.0.0.1:5000` must not match `peer=127.0.0.1:50001`.
+        let names_peer = |l: &str| {
+            l.match_indices(&peer).any(|(at, _)| {
+                !l[at + peer.len()..].starts_with(|ch: char| ch.is_ascii_digit())
+            })
+        };
         let found = log.lines().any(|l| {
-            l.split(|ch: char| ch.is_whitespace() || ch == '}' || ch == ':').any(|w| w == peer)
+            names_peer(l)
                 && versions.iter().any(|v| l.contains(v))
                 && suites.iter().any(|s| l.contains(s))
         });
