@@ -131,6 +131,9 @@ fn hash_password_makes_a_usable_phc_string() {
         name: "u".into(),
         password: None,
         password_hash: Some(hash),
+        scram_sha256: None,
+        scram_sha1: None,
+        certificate: None,
         role: mupdated::config::Role::Admin,
         servers: vec![],
     }];

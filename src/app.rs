@@ -59,7 +59,11 @@ impl App {
             .map_err(|source| ServerError::Store { path: config.data_dir.display().to_string(), source })?;
         let limits = Limits { max_line: config.max_line, max_literal: config.max_message, max_message: config.max_message };
         Ok(App {
-            auth: Arc::new(Authenticator::with_max_hash_checks(&config.users, config.max_hash_checks)),
+            auth: Arc::new(Authenticator::with_options(
+                &config.users,
+                config.max_hash_checks,
+                crate::auth::SaslOptions { scram_sha1: config.scram_sha1, scram_iterations: config.scram_iterations },
+            )),
             hub,
             store,
             limits,

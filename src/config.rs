@@ -32,6 +32,18 @@ pub struct User {
     /// PHC string made by `mupdatectl hash-password` (argon2).
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// SCRAM-SHA-256 verifier `salt,iterations,StoredKey,ServerKey` (base64
+    /// fields) made by `mupdatectl hash-password --scram`.
+    #[serde(default)]
+    pub scram_sha256: Option<String>,
+    /// SCRAM-SHA-1 verifier, same form (`hash-password --scram-sha1`); used
+    /// only with the top-level `scram_sha1 = true`.
+    #[serde(default)]
+    pub scram_sha1: Option<String>,
+    /// Subject CN or DNS name of a client certificate (verified against
+    /// `[tls] client_ca`) that logs in as this entry with SASL EXTERNAL.
+    #[serde(default)]
+    pub certificate: Option<String>,
     pub role: Role,
     /// Server names a backend login may assert facts about.
     #[serde(default)]
@@ -176,6 +188,11 @@ fn default_listen_backlog() -> u32 {
     // once) must wait in the kernel, not be reset; 128 dropped hundreds of 5,000.
     1024
 }
+fn default_scram_iterations() -> u32 {
+    // RFC 5802's minimum: verifiers of plain passwords are derived at every
+    // start, and Cyrus's client refuses more than 65536.
+    4096
+}
 fn default_max_unauthenticated_message() -> usize {
     // A SASL PLAIN exchange with 255-byte names and password is under
     // 1 KiB of base64; nothing else is said before login.
@@ -285,6 +302,14 @@ pub struct Config {
     /// Largest message (line or literal) accepted before login, bytes.
     #[serde(default = "default_max_unauthenticated_message")]
     pub max_unauthenticated_message: usize,
+    /// Offer SCRAM-SHA-1 too (for libsasl older than 2.1.27, which has no
+    /// SCRAM-SHA-256); off: SHA-1 is weaker and current Cyrus picks SHA-256.
+    #[serde(default)]
+    pub scram_sha1: bool,
+    /// PBKDF2 iterations of the SCRAM verifiers derived at start from plain
+    /// `password` entries (4096-65536).
+    #[serde(default = "default_scram_iterations")]
+    pub scram_iterations: u32,
     /// How much of the directory to check before serving it.
     #[serde(default = "default_verify_on_open")]
     pub verify_on_open: crate::store::verify::VerifyMode,
@@ -338,6 +363,7 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
+        let mut certificates = std::collections::HashSet::new();
         for u in &self.users {
             if !names.insert(u.name.as_str()) {
                 return invalid(format!("users: {:?} is listed twice", u.name));
@@ -346,11 +372,40 @@ impl Config {
                 (Some(_), Some(_)) => {
                     return invalid(format!("users: {:?} has both password and password_hash", u.name))
                 }
-                (None, None) => return invalid(format!("users: {:?} needs password or password_hash", u.name)),
+                (None, None) if u.scram_sha256.is_none() && u.scram_sha1.is_none() && u.certificate.is_none() => {
+                    return invalid(format!(
+                        "users: {:?} needs password, password_hash, scram_sha256 or certificate",
+                        u.name
+                    ))
+                }
                 (None, Some(h)) if argon2::PasswordHash::new(h).is_err() => {
                     return invalid(format!("users: {:?}: password_hash is not a PHC string", u.name));
                 }
                 _ => {}
+            }
+            if u.password.is_some() && (u.scram_sha256.is_some() || u.scram_sha1.is_some()) {
+                return invalid(format!(
+                    "users: {:?}: a plain password's SCRAM verifiers are derived at start; drop scram_*",
+                    u.name
+                ));
+            }
+            for (key, v, hash) in [
+                ("scram_sha256", &u.scram_sha256, crate::auth::scram::ScramHash::Sha256),
+                ("scram_sha1", &u.scram_sha1, crate::auth::scram::ScramHash::Sha1),
+            ] {
+                if let Some(v) = v {
+                    if let Err(e) = crate::auth::scram::Verifier::parse(hash, v) {
+                        return invalid(format!("users: {:?}: {key}: {e}", u.name));
+                    }
+                }
+            }
+            if let Some(c) = &u.certificate {
+                if c.is_empty() {
+                    return invalid(format!("users: {:?}: certificate is empty", u.name));
+                }
+                if !certificates.insert(c.to_ascii_lowercase()) {
+                    return invalid(format!("users: certificate {c:?} is given to two entries"));
+                }
             }
             match u.role {
                 Role::Backend if u.servers.is_empty() => {
@@ -412,6 +467,9 @@ impl Config {
         }
         if self.max_hash_checks == 0 {
             return invalid("max_hash_checks must be above 0".into());
+        }
+        if let Err(e) = crate::auth::scram::check_iterations(self.scram_iterations) {
+            return invalid(format!("scram_iterations: {e}"));
         }
         if self.listen_backlog == 0 {
             return invalid("listen_backlog must be above 0".into());

@@ -1,4 +1,10 @@
-//! Logins: SASL PLAIN against the configured users, roles and identities.
+//! Logins: SASL PLAIN, SCRAM-SHA-256 (and SCRAM-SHA-1) and EXTERNAL
+//! against the configured users, roles and identities; which mechanisms a
+//! connection is offered ([`Authenticator::offered`]).
+//!
+//! See docs/architecture/sasl.md.
+
+pub mod scram;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,17 +59,59 @@ pub enum AuthError {
     /// as a user that is not configured.
     #[error("authorization identity differs and login is not an admin")]
     NotAuthorized,
+    /// A SCRAM message was refused.
+    #[error("{0}")]
+    Scram(#[from] scram::ScramError),
+    /// EXTERNAL without a verified client certificate, or one that maps to
+    /// no entry (or to more than one).
+    #[error("no configured certificate matches")]
+    NoCertificate,
 }
 
 enum Secret {
     Plain(Vec<u8>),
     Hash(String),
+    /// No password: SCRAM verifiers or a certificate only.
+    None,
 }
 
 struct Account {
     role: Role,
     servers: Vec<Vec<u8>>,
     secret: Secret,
+    scram_sha256: Option<scram::Verifier>,
+    scram_sha1: Option<scram::Verifier>,
+    certificate: Option<String>,
+}
+
+/// SASL settings beyond the users (from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaslOptions {
+    /// Offer SCRAM-SHA-1 (`scram_sha1`).
+    pub scram_sha1: bool,
+    /// Iterations of the verifiers derived from plain passwords.
+    pub scram_iterations: u32,
+}
+
+impl Default for SaslOptions {
+    fn default() -> Self {
+        SaslOptions { scram_sha1: false, scram_iterations: scram::MIN_ITERATIONS }
+    }
+}
+
+/// A SCRAM exchange in progress: what the session keeps between the
+/// server-first message and the client's final one.
+#[derive(Debug)]
+pub struct ScramLogin {
+    exchange: scram::ServerExchange,
+    hash: scram::ScramHash,
+}
+
+impl ScramLogin {
+    /// The mechanism's hash.
+    pub fn hash(&self) -> scram::ScramHash {
+        self.hash
+    }
 }
 
 /// What a connection is, for choosing the SASL mechanisms it is offered
@@ -101,6 +149,10 @@ pub struct Authenticator {
     /// checks; kept are at most `max_hash_checks` of them.
     memory: Mutex<Vec<Vec<argon2::Block>>>,
     max_hash_checks: usize,
+    options: SaslOptions,
+    /// Key of the fake salts answered to unknown SCRAM users: random per
+    /// start, so one user's fake salt stays the same within a run.
+    fake_key: [u8; 32],
 }
 
 fn digest(user: &str, password: &[u8]) -> [u8; 64] {
@@ -127,18 +179,49 @@ impl Authenticator {
 
     /// Accounts for `users`, at most `max_hash_checks` argon2 checks at once.
     pub fn with_max_hash_checks(users: &[User], max_hash_checks: usize) -> Self {
+        Self::with_options(users, max_hash_checks, SaslOptions::default())
+    }
+
+    /// Accounts for `users`, at most `max_hash_checks` argon2 checks at
+    /// once, SCRAM as `options` say. Plain passwords get SCRAM verifiers
+    /// (a fresh salt each start); entries that cannot do SCRAM are logged,
+    /// since they keep SCRAM from being offered.
+    pub fn with_options(users: &[User], max_hash_checks: usize, options: SaslOptions) -> Self {
+        use scram::{ScramHash, Verifier};
         let accounts: HashMap<String, Account> = users
             .iter()
             .map(|u| {
                 let secret = match (&u.password, &u.password_hash) {
                     (_, Some(h)) => Secret::Hash(h.clone()),
                     (Some(p), None) => Secret::Plain(p.as_bytes().to_vec()),
-                    (None, None) => Secret::Plain(Vec::new()),
+                    (None, None) => Secret::None,
+                };
+                let derived = |hash| {
+                    u.password.as_ref().map(|p| Verifier::generate(hash, p.as_bytes(), options.scram_iterations))
+                };
+                // Checked by Config::check; a bad one here is simply absent.
+                let given = |hash, v: &Option<String>| v.as_ref().and_then(|v| Verifier::parse(hash, v).ok());
+                let scram_sha256 = given(ScramHash::Sha256, &u.scram_sha256).or_else(|| derived(ScramHash::Sha256));
+                let scram_sha1 = if options.scram_sha1 {
+                    given(ScramHash::Sha1, &u.scram_sha1).or_else(|| derived(ScramHash::Sha1))
+                } else {
+                    None
                 };
                 let servers = u.servers.iter().map(|s| s.as_bytes().to_vec()).collect();
-                (u.name.clone(), Account { role: u.role, servers, secret })
+                let certificate = u.certificate.clone();
+                (u.name.clone(), Account { role: u.role, servers, secret, scram_sha256, scram_sha1, certificate })
             })
             .collect();
+        let mut blocking: Vec<&str> =
+            accounts.iter().filter(|(_, a)| a.scram_sha256.is_none() && !matches!(a.secret, Secret::None)).map(|(n, _)| n.as_str()).collect();
+        blocking.sort_unstable();
+        if !blocking.is_empty() {
+            tracing::warn!(
+                users = ?blocking,
+                "SCRAM-SHA-256 is not offered: these entries have a password_hash but no scram_sha256 \
+                 (mupdatectl hash-password --scram makes both)"
+            );
+        }
         let any_hash = accounts.values().any(|a| matches!(a.secret, Secret::Hash(_)));
         let dummy = any_hash.then(|| {
             let mut random = [0u8; 32];
@@ -153,6 +236,8 @@ impl Authenticator {
             hash_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_hash_checks.max(1))),
             memory: Mutex::new(Vec::new()),
             max_hash_checks: max_hash_checks.max(1),
+            options,
+            fake_key: scram::random::<32>(),
         }
     }
 
@@ -186,6 +271,7 @@ impl Authenticator {
             None => self.dummy.is_some(),
             Some(Account { secret: Secret::Plain(p), .. }) => !constant_time_eq(p, password) && self.dummy.is_some(),
             Some(Account { secret: Secret::Hash(_), .. }) => !self.cached(authcid, password),
+            Some(Account { secret: Secret::None, .. }) => self.dummy.is_some(),
         }
     }
 
@@ -201,20 +287,135 @@ impl Authenticator {
         }
     }
 
-    /// SASL mechanisms offered in the greeting.
-    pub fn mechanisms(&self) -> &'static [&'static str] {
-        &["PLAIN"]
+    /// Could every login that may use SCRAM with `hash` on a connection
+    /// like `ctx` complete it? Entries without any password can log in
+    /// only with a certificate, so they count only where one was verified
+    /// (the Cyrus client ranks SCRAM above EXTERNAL and would pick it).
+    fn scram_complete(&self, hash: scram::ScramHash, ctx: &SaslContext) -> bool {
+        self.accounts.values().all(|a| {
+            let v = match hash {
+                scram::ScramHash::Sha256 => &a.scram_sha256,
+                scram::ScramHash::Sha1 => &a.scram_sha1,
+            };
+            v.is_some() || (matches!(a.secret, Secret::None) && a.scram_sha256.is_none() && !ctx.verified_cert)
+        })
     }
 
     /// The mechanisms a connection is offered in its `* AUTH` line: only
     /// those every login that may pick one can complete there (a Cyrus
-    /// client never falls back from the one it picks). Nothing before TLS
-    /// when TLS is required (the client then sends STARTTLS).
+    /// client picks by its own order and never falls back):
+    /// - nothing before TLS when TLS is required (the client then sends
+    ///   STARTTLS), so PLAIN only inside TLS then;
+    /// - SCRAM-SHA-256 (and SCRAM-SHA-1 when enabled) when every entry has
+    ///   a verifier: one with only an argon2 `password_hash` blocks it;
+    /// - EXTERNAL only on a TLS session with a verified client certificate,
+    ///   when some entry names a `certificate`;
+    /// - PLAIN.
     pub fn offered(&self, ctx: &SaslContext) -> Vec<&'static str> {
+        use scram::ScramHash;
         if ctx.tls_required && !ctx.in_tls {
             return Vec::new();
         }
-        self.mechanisms().to_vec()
+        let mut m = Vec::new();
+        if self.scram_complete(ScramHash::Sha256, ctx) {
+            m.push(ScramHash::Sha256.mechanism());
+        }
+        if self.options.scram_sha1 && self.scram_complete(ScramHash::Sha1, ctx) {
+            m.push(ScramHash::Sha1.mechanism());
+        }
+        if ctx.in_tls && ctx.verified_cert && self.accounts.values().any(|a| a.certificate.is_some()) {
+            m.push("EXTERNAL");
+        }
+        m.push("PLAIN");
+        m
+    }
+
+    /// The deterministic fake verifier answered for an unknown SCRAM user:
+    /// a salt keyed by the user's name, the usual iteration count, keys
+    /// that no proof matches.
+    fn fake_verifier(&self, hash: scram::ScramHash, user: &str) -> scram::Verifier {
+        let mut h = Blake2b512::new();
+        h.update(self.fake_key);
+        h.update(hash.mechanism().as_bytes());
+        h.update(user.as_bytes());
+        let d = h.finalize();
+        let len = match hash {
+            scram::ScramHash::Sha256 => 32,
+            scram::ScramHash::Sha1 => 20,
+        };
+        scram::Verifier {
+            salt: d[..16].to_vec(),
+            iterations: self.options.scram_iterations,
+            stored_key: d[16..16 + len].to_vec(),
+            server_key: d[16..16 + len].to_vec(),
+        }
+    }
+
+    /// Begin SCRAM with the client-first message: the exchange to keep and
+    /// the server-first message to send. An unknown user (or one without a
+    /// verifier) gets a fake salt and fails at the proof.
+    pub fn scram_start(&self, hash: scram::ScramHash, client_first: &[u8]) -> Result<(ScramLogin, Vec<u8>), AuthError> {
+        let first = scram::parse_client_first(client_first)?;
+        let verifier = self.accounts.get(&first.user).and_then(|a| match hash {
+            scram::ScramHash::Sha256 => a.scram_sha256.clone(),
+            scram::ScramHash::Sha1 => a.scram_sha1.clone(),
+        });
+        let fake = self.fake_verifier(hash, &first.user);
+        let (exchange, out) = scram::ServerExchange::start(hash, first, verifier, fake);
+        Ok((ScramLogin { exchange, hash }, out))
+    }
+
+    /// Check the client-final message: the login and the server-final
+    /// message (sent as a challenge; the client answers it with an empty
+    /// line before the OK).
+    pub fn scram_finish(&self, login: ScramLogin, client_final: &[u8]) -> Result<(Login, Vec<u8>), AuthError> {
+        let first = login.exchange.client_first().clone();
+        if !self.accounts.contains_key(&first.user) {
+            let _ = login.exchange.finish(client_final);
+            return Err(AuthError::UnknownUser);
+        }
+        let out = login.exchange.finish(client_final)?;
+        let login = self.authorize(&first.user, first.authzid.as_deref().unwrap_or(""))?;
+        Ok((login, out))
+    }
+
+    /// The user a SCRAM exchange claims to be, for the log of a failure.
+    pub fn scram_user(login: &ScramLogin) -> &str {
+        &login.exchange.client_first().user
+    }
+
+    /// SASL EXTERNAL: the entry whose `certificate` is one of the verified
+    /// client certificate's names (CN and DNS SANs, any case), acting as
+    /// itself: the authorization id must be empty or that entry's name.
+    pub fn external(&self, client_names: Option<&[String]>, authzid: &[u8]) -> Result<Login, AuthError> {
+        let names = client_names.ok_or(AuthError::NoCertificate)?;
+        let mut matching = self.accounts.iter().filter(|(_, a)| {
+            a.certificate.as_ref().is_some_and(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+        });
+        let (user, account) = match (matching.next(), matching.next()) {
+            (Some(m), None) => m,
+            _ => return Err(AuthError::NoCertificate),
+        };
+        if !(authzid.is_empty() || authzid == user.as_bytes()) {
+            return Err(AuthError::NotAuthorized);
+        }
+        Ok(Login { user: user.clone(), role: account.role, identity: identity_of(account) })
+    }
+
+    /// The login of `authcid` (already authenticated) acting as `authzid`:
+    /// itself when empty or equal; another configured user only for an
+    /// admin (as Cyrus's admins may).
+    fn authorize(&self, authcid: &str, authzid: &str) -> Result<Login, AuthError> {
+        let account = self.accounts.get(authcid).ok_or(AuthError::UnknownUser)?;
+        let (user, account) = if authzid.is_empty() || authzid == authcid {
+            (authcid, account)
+        } else if account.role == Role::Admin {
+            let target = self.accounts.get(authzid).ok_or(AuthError::NotAuthorized)?;
+            (authzid, target)
+        } else {
+            return Err(AuthError::NotAuthorized);
+        };
+        Ok(Login { user: user.to_string(), role: account.role, identity: identity_of(account) })
     }
 
     /// Check a SASL PLAIN response (`authzid NUL authcid NUL password`).
@@ -226,24 +427,15 @@ impl Authenticator {
             return Err(AuthError::UnknownUser);
         };
         self.check_password(authcid, account, password)?;
-        // An admin may act as another configured user (as Cyrus's admins may).
-        let (user, account) = if authzid.is_empty() || authzid == authcid {
-            (authcid, account)
-        } else if account.role == Role::Admin {
-            let target = self.accounts.get(authzid).ok_or(AuthError::NotAuthorized)?;
-            (authzid, target)
-        } else {
-            return Err(AuthError::NotAuthorized);
-        };
-        let identity = match account.role {
-            Role::Backend => Identity { servers: Some(account.servers.clone()) },
-            Role::Admin | Role::Reader => Identity { servers: None },
-        };
-        Ok(Login { user: user.to_string(), role: account.role, identity })
+        self.authorize(authcid, authzid)
     }
 
     fn check_password(&self, user: &str, account: &Account, password: &[u8]) -> Result<(), AuthError> {
         match &account.secret {
+            Secret::None => {
+                self.dummy_check(password);
+                Err(AuthError::WrongPassword)
+            }
             Secret::Plain(p) => {
                 if constant_time_eq(p, password) {
                     Ok(())
@@ -268,6 +460,13 @@ impl Authenticator {
                 Ok(())
             }
         }
+    }
+}
+
+fn identity_of(account: &Account) -> Identity {
+    match account.role {
+        Role::Backend => Identity { servers: Some(account.servers.clone()) },
+        Role::Admin | Role::Reader => Identity { servers: None },
     }
 }
 
@@ -332,6 +531,9 @@ mod tests {
                 name: "admin".into(),
                 password: Some("pw".into()),
                 password_hash: None,
+                scram_sha256: None,
+                scram_sha1: None,
+                certificate: None,
                 role: Role::Admin,
                 servers: vec![],
             },
@@ -339,6 +541,9 @@ mod tests {
                 name: "be1".into(),
                 password: None,
                 password_hash: Some(hash_password("secret").unwrap()),
+                scram_sha256: None,
+                scram_sha1: None,
+                certificate: None,
                 role: Role::Backend,
                 servers: vec!["be1".into()],
             },
@@ -346,6 +551,9 @@ mod tests {
                 name: "fe".into(),
                 password: Some("r".into()),
                 password_hash: None,
+                scram_sha256: None,
+                scram_sha1: None,
+                certificate: None,
                 role: Role::Reader,
                 servers: vec![],
             },

@@ -66,6 +66,18 @@ impl<S: AsyncWrite + Unpin> Output<'_, S> {
         Ok(())
     }
 
+    /// Queue one bare line (`line` + CRLF): a SASL challenge as Cyrus's
+    /// master sends it, base64 with no `+ ` (`imap/mupdate.c:
+    /// cmd_authenticate` passes an empty continuation to `saslserver`).
+    pub async fn send_line(&mut self, line: &[u8]) -> Result<(), ConnError> {
+        self.out.extend_from_slice(line);
+        self.out.extend_from_slice(b"\r\n");
+        if self.out.len() >= OUT_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Send everything queued, or fail if the peer stalls.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
         if self.out.is_empty() {

@@ -148,8 +148,9 @@ impl Resume {
 enum Expect {
     /// A command line.
     Command,
-    /// The answer to a SASL challenge for the AUTHENTICATE with this tag.
-    AuthAnswer { tag: Vec<u8> },
+    /// The answer to a SASL challenge for the AUTHENTICATE with this tag,
+    /// at this step of its mechanism.
+    AuthAnswer { tag: Vec<u8>, step: cmd::authenticate::Step },
 }
 
 /// An UPDATE stream in progress.
@@ -272,9 +273,9 @@ impl State {
         out: &mut Output<'_, S>,
     ) -> Result<Next, SessionError> {
         match std::mem::replace(&mut self.expect, Expect::Command) {
-            Expect::AuthAnswer { tag } => {
+            Expect::AuthAnswer { tag, step } => {
                 let answer = parse::parse_auth_answer(&msg);
-                cmd::authenticate::finish(self, out, tag, answer).await
+                cmd::authenticate::answer(self, out, tag, step, answer).await
             }
             Expect::Command => dispatch::dispatch(self, out, parse::parse_line(&msg)).await,
         }
