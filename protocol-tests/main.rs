@@ -64,4 +64,5 @@ mod integrity;
 mod fuzz_smoke;
 mod limits;
 mod listeners;
+mod tls;
 mod replay;

@@ -60,6 +60,10 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     pub dir: tempfile::TempDir,
+    /// The server's TLS, with `[tls]` (to reload it as SIGHUP does).
+    pub tls: Option<std::sync::Arc<mupdated::net::tls::Tls>>,
+    /// The implicit-TLS addresses (`listen_tls`).
+    pub tls_addrs: Vec<SocketAddr>,
 }
 
 impl TestServer {
@@ -81,6 +85,7 @@ impl TestServer {
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addrs()[0];
         let shared = server.shared().expect("bound servers have their store open");
+        let (tls, tls_addrs) = (server.tls(), server.tls_addrs());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
@@ -89,7 +94,7 @@ impl TestServer {
                 })
                 .await;
         });
-        TestServer { addr, shared, stop: Some(tx), task: Some(task), dir }
+        TestServer { addr, shared, stop: Some(tx), task: Some(task), dir, tls, tls_addrs }
     }
 
     pub fn addr(&self) -> String {

@@ -60,6 +60,42 @@ pub struct ReplicaGroupConfig {
     pub primary: Option<String>,
 }
 
+/// The `[tls]` table: the server's certificate, client certificates, and
+/// whether a login needs TLS first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) to verify client certificates against;
+    /// clients without a certificate still connect.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// No login before TLS on TCP: the banner before STARTTLS offers no
+    /// mechanism.
+    #[serde(default = "default_tls_require")]
+    pub require: bool,
+    /// Implicit-TLS listeners: the handshake first, then the banner.
+    #[serde(default)]
+    pub listen_tls: Vec<SocketAddr>,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: u64,
+}
+
+fn default_tls_require() -> bool {
+    // Cyrus clients upgrade only when no mechanism they can use is offered
+    // before TLS: with PLAIN on offer they log in in clear text.
+    true
+}
+fn default_handshake_timeout() -> u64 {
+    // A handshake is two round trips and a signature, milliseconds on a
+    // LAN; a peer that stalls one holds a slot not logged in no longer.
+    10
+}
+
 /// The TCP address used when `listen` is absent and no other listener is
 /// configured or inherited: Cyrus's mupdate port, on loopback only.
 pub fn default_listen() -> Vec<SocketAddr> {
@@ -313,6 +349,9 @@ pub struct Config {
     /// How much of the directory to check before serving it.
     #[serde(default = "default_verify_on_open")]
     pub verify_on_open: crate::store::verify::VerifyMode,
+    /// TLS (STARTTLS on every TCP listener, and implicit-TLS listeners).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -479,6 +518,23 @@ impl Config {
         }
         if self.command_timeout == 0 || self.login_timeout == 0 {
             return invalid("command_timeout and login_timeout must be above 0".into());
+        }
+        if let Some(t) = &self.tls {
+            if t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty() {
+                return invalid("tls: cert and key must name files".into());
+            }
+            if t.client_ca.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+                return invalid("tls: client_ca must name a file".into());
+            }
+            if t.handshake_timeout == 0 {
+                return invalid("tls: handshake_timeout must be above 0".into());
+            }
+            let mut seen = std::collections::HashSet::new();
+            for a in &t.listen_tls {
+                if a.port() != 0 && (!seen.insert(a) || self.listen.as_ref().is_some_and(|l| l.contains(a))) {
+                    return invalid(format!("tls: listen_tls address {a} is listed twice (or in listen too)"));
+                }
+            }
         }
         Ok(())
     }

@@ -172,6 +172,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(tls) = server.tls() {
+            tokio::spawn(reload_on_hangup(tls));
+        }
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ mupdated::net::ServerError::Store { .. }) if args.inherit_cyrus => {
@@ -190,6 +193,22 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// On every SIGHUP, re-read the TLS certificates and keys; a bad file
+/// keeps the ones in use.
+async fn reload_on_hangup(tls: std::sync::Arc<mupdated::net::tls::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot catch SIGHUP: TLS certificates will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates and keys reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the certificates in use"),
+        }
+    }
 }
 
 /// SIGTERM or SIGINT.

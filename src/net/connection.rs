@@ -159,8 +159,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
             self.input.reserve(READ_CHUNK);
         }
-        let n = self.stream.read_buf(&mut self.input).await?;
-        Ok(n > 0)
+        match self.stream.read_buf(&mut self.input).await {
+            Ok(n) => Ok(n > 0),
+            // A TLS peer that closes without close_notify (Cyrus never
+            // sends one): an ordinary close, not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Bytes received but not yet framed (a half message at EOF).

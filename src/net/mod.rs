@@ -8,6 +8,7 @@ pub mod connection;
 pub mod inherit;
 pub mod listener;
 pub mod log;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,11 +27,15 @@ use crate::app::App;
 use crate::auth::Login;
 use crate::config::{Config, Role};
 use crate::protocol::{encode, Response};
-use crate::session::{Peer as SessionPeer, Session};
+use crate::session::{Capabilities, Ended, Peer as SessionPeer, Session};
 use crate::store::StoreError;
 use admission::{Admission, Caps, Refusal};
 use inherit::Inherited;
 use listener::{Accepted, Listener, SocketFiles};
+use tls::Tls;
+
+/// The [`Listener::kind`] of an implicit-TLS listener (`listen_tls`).
+pub const TLS_KIND: &str = "tls";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,9 @@ pub enum ServerError {
     /// The task opening the store ended without an answer.
     #[error("the store could not be opened: its task ended")]
     Opening,
+    /// The `[tls]` certificates or keys could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// No listener of any kind.
     #[error(
         "no listener: `listen` is empty, `listen_unix` too, and no socket was handed over \
@@ -72,6 +80,8 @@ pub struct Server {
     /// Unix socket files created here, removed at a clean stop.
     socket_files: SocketFiles,
     shared: Option<Arc<App>>,
+    /// The TLS configuration, with `[tls]`.
+    tls: Option<Arc<Tls>>,
 }
 
 /// How long running connections get to finish after a shutdown request.
@@ -103,6 +113,9 @@ impl Server {
     /// [`Server::listen`], serving the sockets handed over by Cyrus's
     /// master or systemd too. Refuses to start with no listener at all.
     pub fn listen_with(config: Config, inherited: Vec<Inherited>) -> Result<Server, ServerError> {
+        // The certificates first: a server that cannot do the TLS it is
+        // configured for does not start (the error names the file).
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let mut listeners = Vec::new();
         for i in inherited {
             listeners.extend(listener::adopt(i)?);
@@ -116,18 +129,34 @@ impl Server {
             listeners.push(listener::bind_unix(path, mode)?);
             socket_files.0.push(path.clone());
         }
-        for addr in config.tcp_listen(listeners.len()) {
+        let listen_tls = config.tls.as_ref().map(|t| t.listen_tls.clone()).unwrap_or_default();
+        for addr in config.tcp_listen(listeners.len() + listen_tls.len()) {
             listeners.push(listener::bind_tcp(addr, config.listen_backlog)?);
+        }
+        for addr in listen_tls {
+            let mut l = listener::bind_tcp(addr, config.listen_backlog)?;
+            l.kind = TLS_KIND;
+            listeners.push(l);
         }
         if listeners.is_empty() {
             return Err(ServerError::NoListener);
         }
-        Ok(Server { config, listeners, socket_files, shared: None })
+        Ok(Server { config, listeners, socket_files, shared: None, tls })
     }
 
     /// The TCP addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().filter_map(Listener::tcp_addr).collect()
+    }
+
+    /// The implicit-TLS addresses actually bound (`listen_tls`).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter(|l| l.kind == TLS_KIND).filter_map(Listener::tcp_addr).collect()
+    }
+
+    /// The TLS configuration, to reload on SIGHUP ([`Tls::reload`]).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
     }
 
     /// Every listener, as logged: its kind and what it listens on.
@@ -166,6 +195,7 @@ impl Server {
                 admission: admission.clone(),
                 ids: ids.clone(),
                 throttle: throttle.clone(),
+                tls: self.tls.clone(),
             };
             acceptors.spawn(accept_loop(listener, ctx, stop_rx.clone()));
         }
@@ -234,6 +264,7 @@ struct AcceptContext {
     admission: Arc<Admission>,
     ids: Arc<AtomicU64>,
     throttle: Arc<Mutex<log::Throttle>>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// What a session starts with, whatever its stream.
@@ -243,17 +274,67 @@ struct Start {
     login_deadline: Instant,
     login: Option<Login>,
     stop: watch::Receiver<bool>,
+    /// The server's TLS, on a TCP connection (STARTTLS, implicit TLS).
+    tls: Option<Arc<Tls>>,
 }
 
 impl Start {
-    async fn run<S: crate::session::Transport>(self, stream: S, peer: SessionPeer) {
-        let mut session =
-            Session::new(stream, self.app, peer, self.stop).with_slot(self.slot).with_login_deadline(self.login_deadline);
+    /// Serve a unix-socket connection: no TLS there.
+    async fn run_local<S: crate::session::Transport>(self, stream: S, peer: SessionPeer) {
+        let caps = Capabilities::local(&self.app);
+        let mut session = Session::new(stream, self.app, peer, self.stop)
+            .with_slot(self.slot)
+            .with_login_deadline(self.login_deadline)
+            .with_capabilities(caps);
         if let Some(login) = self.login {
             info!(user = %login.user, "root on a unix socket: logged in as admin (unix_peer_admin)");
             session = session.with_login(login);
         }
-        // No STARTTLS offered yet: the session never hands its stream back.
+        let _ = session.run().await;
+    }
+
+    /// Serve a TCP connection; with `[tls]`, STARTTLS is offered and a
+    /// stream it hands back is wrapped in TLS and served again.
+    async fn run_tcp<S: crate::session::Transport>(self, stream: S, peer: SessionPeer) {
+        let caps = Capabilities::for_connection(&self.app, None);
+        let session = Session::new(stream, self.app.clone(), peer, self.stop.clone())
+            .with_slot(self.slot)
+            .with_login_deadline(self.login_deadline)
+            .with_capabilities(caps);
+        let Ended::Upgrade(upgrade) = session.run().await else { return };
+        // STARTTLS is offered only with a TLS configuration.
+        let Some(tls) = self.tls else { return };
+        let deadline = upgrade.resume.login_deadline();
+        // A failed handshake drops the stream, and with the resume its
+        // admission slot.
+        let (stream, info) = match tls.accept(upgrade.stream, deadline).await {
+            Ok(s) => s,
+            Err(e) => {
+                info!(error = %e, "closing after STARTTLS");
+                return;
+            }
+        };
+        let caps = Capabilities::for_connection(&self.app, Some(&info));
+        let session = Session::resume(stream, self.app, upgrade.resume, self.stop).with_tls(info).with_capabilities(caps);
+        // In TLS, STARTTLS is refused: the session never hands back again.
+        let _ = session.run().await;
+    }
+
+    /// Serve an implicit-TLS connection: the handshake, then the banner.
+    async fn run_implicit(self, stream: TcpStream, peer: SessionPeer, tls: Arc<Tls>) {
+        let (stream, info) = match tls.accept(stream, self.login_deadline).await {
+            Ok(s) => s,
+            Err(e) => {
+                info!(error = %e, "closing");
+                return;
+            }
+        };
+        let caps = Capabilities::for_connection(&self.app, Some(&info));
+        let session = Session::new(stream, self.app, peer, self.stop)
+            .with_slot(self.slot)
+            .with_login_deadline(self.login_deadline)
+            .with_tls(info)
+            .with_capabilities(caps);
         let _ = session.run().await;
     }
 }
@@ -339,6 +420,7 @@ fn peer_of(accepted: Accepted, config: &Config) -> Option<Incoming> {
 
 async fn accept_loop(listener: Listener, ctx: AcceptContext, mut stop: watch::Receiver<bool>) -> JoinSet<()> {
     let mut sessions = JoinSet::new();
+    let implicit_tls = if listener.kind == TLS_KIND { ctx.tls.clone() } else { None };
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -387,6 +469,8 @@ async fn accept_loop(listener: Listener, ctx: AcceptContext, mut stop: watch::Re
         let mut ready = ctx.ready.clone();
         let stop = stop.clone();
         let login_deadline = accepted_at + Duration::from_secs(ctx.config.login_timeout);
+        let tls = ctx.tls.clone();
+        let implicit_tls = implicit_tls.clone();
         sessions.spawn(
             async move {
                 // The greeting waits for the store, within the login deadline.
@@ -395,14 +479,15 @@ async fn accept_loop(listener: Listener, ctx: AcceptContext, mut stop: watch::Re
                     _ => return,
                 };
                 let Some(shared) = shared else { return };
-                let start = Start { app: shared, slot, login_deadline, login: peer.login, stop };
+                let start = Start { app: shared, slot, login_deadline, login: peer.login, stop, tls };
                 let session_peer = match peer.label {
                     PeerLabel::Tcp(addr) => SessionPeer::Tcp(addr),
                     PeerLabel::Unix { uid, .. } => SessionPeer::Unix { uid },
                 };
-                match peer.stream {
-                    Stream::Tcp(s) => start.run(s, session_peer).await,
-                    Stream::Unix(s) => start.run(s, session_peer).await,
+                match (peer.stream, implicit_tls) {
+                    (Stream::Tcp(s), Some(tls)) => start.run_implicit(s, session_peer, tls).await,
+                    (Stream::Tcp(s), None) => start.run_tcp(s, session_peer).await,
+                    (Stream::Unix(s), _) => start.run_local(s, session_peer).await,
                 }
             }
             .instrument(span),

@@ -53,6 +53,8 @@ pub const GO_AHEAD: &str = "go ahead";
 pub const BEGIN_TLS: &str = "Begin TLS negotiation now";
 /// `docmd` STARTTLS after a login (Cyrus sends it unquoted).
 pub const STARTTLS_AFTER_AUTH: &str = "Can't Starttls after authentication";
+/// `docmd` STARTTLS on a connection in TLS already (Cyrus sends it unquoted).
+pub const STARTTLS_TWICE: &str = "Already did a successful Starttls";
 /// `cmd_authenticate` when the client answers a challenge with `*` (Cyrus
 /// sends `Client canceled authentication` unquoted, capitalised).
 pub const CLIENT_CANCELED: &str = "client canceled authentication";

@@ -26,6 +26,10 @@ pub struct Capabilities {
     /// STARTTLS is then `BAD "Unrecognized command"`, as from a Cyrus
     /// built without TLS.
     pub starttls: bool,
+    /// The session runs over TLS already: STARTTLS is answered `BAD
+    /// "Already did a successful Starttls"` (Cyrus: `docmd`), not as an
+    /// unknown word.
+    pub in_tls: bool,
     /// `* PARTIAL-UPDATE`: UPDATE may name hosts.
     pub partial_update: bool,
     /// `* X-MUPDATED-ADMIN`: the admin extensions.
@@ -38,16 +42,32 @@ impl Capabilities {
         Capabilities::for_connection(app, None)
     }
 
-    /// What a connection announces given its TLS (`None`: not in TLS):
-    /// the mechanisms come from the authenticator's policy
-    /// ([`crate::auth::Authenticator::offered`]).
+    /// What a TCP connection announces given its TLS (`None`: not in TLS):
+    /// with `[tls]` configured, STARTTLS until the connection is in TLS,
+    /// and the facts SASL's policy needs ([`crate::auth::Authenticator::offered`]
+    /// picks the mechanisms: none before TLS when `require`).
     pub fn for_connection(app: &App, tls: Option<&TlsInfo>) -> Capabilities {
+        let configured = app.config.tls.as_ref();
         let ctx = SaslContext {
             in_tls: tls.is_some(),
-            tls_required: false,
+            tls_required: configured.is_some_and(|t| t.require),
             verified_cert: tls.is_some_and(|t| t.client_names.is_some()),
         };
-        Capabilities { auth: app.auth.offered(&ctx), starttls: false, partial_update: true, admin: true }
+        Capabilities {
+            auth: app.auth.offered(&ctx),
+            starttls: configured.is_some() && tls.is_none(),
+            in_tls: tls.is_some(),
+            partial_update: true,
+            admin: true,
+        }
+    }
+
+    /// What a unix-socket connection announces: no STARTTLS, and TLS is
+    /// not required there (nothing leaves the host; the socket's mode
+    /// says who may connect).
+    pub fn local(app: &App) -> Capabilities {
+        let ctx = SaslContext { in_tls: false, tls_required: false, verified_cert: false };
+        Capabilities { auth: app.auth.offered(&ctx), starttls: false, in_tls: false, partial_update: true, admin: true }
     }
 
     /// The capability lines, then the `* OK MUPDATE` greeting.

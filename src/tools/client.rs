@@ -241,6 +241,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let _ = self.run(&Command::Logout).await;
     }
 
+    /// The stream (to look at its TLS session, say).
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream, for an upgrade (after STARTTLS's `OK`): bytes read but
     /// not yet taken as a response are dropped.
     pub fn into_stream(self) -> S {

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod tls_client;
 pub mod pcap;
 pub mod record;
 pub mod replay;

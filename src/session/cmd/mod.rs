@@ -135,7 +135,7 @@ pub(super) async fn run<S: AsyncWrite + Unpin + Send>(
         Command::Update { hosts } => update::run(st, out, tag, hosts).await,
         Command::Noop => noop::run(st, out, tag).await,
         Command::Logout => logout::run(out, tag).await,
-        Command::Starttls => starttls::run(out, tag).await,
+        Command::Starttls => starttls::run(st, out, tag).await,
         Command::Compress { .. } => compress::run(out, tag).await,
         Command::Admin { verb, args } => admin::run(st, out, tag, verb, args).await,
     }

@@ -5,7 +5,8 @@
 //! layer sets it when it can wrap the stream in TLS); otherwise an unknown
 //! word, `BAD "Unrecognized command"`, as from a Cyrus built without TLS.
 //! Checks when offered (Cyrus: `docmd`, case 'S'): arguments, then no
-//! login yet (`BAD "Can't Starttls after authentication"`).
+//! login yet (`BAD "Can't Starttls after authentication"`), then not in
+//! TLS already (`BAD "Already did a successful Starttls"`).
 //! Answer: `OK "Begin TLS negotiation now"` (Cyrus: `cmd_starttls`),
 //! flushed; then the session ends with [`crate::session::Ended::Upgrade`]
 //! and hands its stream to the connection layer, which wraps it and
@@ -29,11 +30,19 @@ pub(in crate::session) const SPEC: Spec = Spec {
 };
 
 fn when_tls(caps: &Capabilities) -> bool {
-    caps.starttls
+    caps.starttls || caps.in_tls
 }
 
 /// Answer STARTTLS and ask for the stream to be handed over.
-pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(out: &mut Output<'_, S>, tag: Vec<u8>) -> Result<Next, SessionError> {
+pub(in crate::session) async fn run<S: AsyncWrite + Unpin>(
+    st: &State,
+    out: &mut Output<'_, S>,
+    tag: Vec<u8>,
+) -> Result<Next, SessionError> {
+    if st.caps.in_tls {
+        State::tagged(out, &tag, Status::Bad, cyrus::STARTTLS_TWICE).await?;
+        return Ok(Next::Continue);
+    }
     State::tagged(out, &tag, Status::Ok, cyrus::BEGIN_TLS).await?;
     Ok(Next::Upgrade)
 }
