@@ -55,7 +55,7 @@ impl MasterKind {
 
 enum Process {
     Cyrus(Box<Instance>),
-    Mupdated(Mupdated),
+    Mupdated(Box<Mupdated>),
     External,
 }
 
@@ -107,13 +107,13 @@ impl Master {
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
                     pki: None,
-                    process: Process::Mupdated(Mupdated {
+                    process: Process::Mupdated(Box::new(Mupdated {
                         running,
                         dir,
                         config,
                         addr: MasterAddr::loopback(port),
                         starts: 1,
-                    }),
+                    })),
                 }
             }
             MasterKind::MupdatedStartTls | MasterKind::MupdatedImplicitTls => {
@@ -199,13 +199,13 @@ impl Master {
             user: MUPDATE_USER.into(),
             password: PASSWORD.into(),
             pki: Some(pki),
-            process: Process::Mupdated(Mupdated {
+            process: Process::Mupdated(Box::new(Mupdated {
                 running,
                 dir,
                 config,
                 addr,
                 starts: 1,
-            }),
+            })),
         }
     }
 
