@@ -7,7 +7,7 @@
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
-//! | listeners | [`net`] | TCP listeners, admission, shutdown; builds the [`app::App`] and runs a [`session`] per connection |
+//! | listeners | [`net`] | TCP listeners, admission, shutdown, TLS (STARTTLS, implicit TLS, reload); builds the [`app::App`] and runs a [`session`] per connection |
 //! | context | [`app`] | what every connection shares: directory, hub, authenticator, configuration |
 //! | connection | [`session`] | one connection's session over any byte stream: capabilities, the dispatcher in Cyrus's check order, one file per command |
 //! | logins | [`auth`] | users, roles, password checks |

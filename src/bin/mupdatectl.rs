@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mupdated::tools::client::{Client, ClientError};
+use mupdated::tools::tls_client::{self, AnyStream, Mode as TlsMode, Options as TlsOptions};
 use mupdated::protocol::{AdminVerb, Command, Entry, Response};
 use mupdated::tools::replay::{self, Mode};
 use mupdated::tools::transcript::{self, Step};
@@ -30,6 +31,23 @@ struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Implicit TLS: the handshake first (mupdated's `listen_tls`).
+    #[arg(long, global = true, conflicts_with = "starttls")]
+    tls: bool,
+    /// STARTTLS after the banner, then log in inside TLS.
+    #[arg(long, global = true)]
+    starttls: bool,
+    /// Verify the server's certificate against these CAs (PEM) and its
+    /// name against the host in --server. Without it the connection is
+    /// encrypted but the server is not verified (as Cyrus's client does).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) to present, with --key.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -270,8 +288,15 @@ fn entry_text(e: &Entry) -> String {
     }
 }
 
-async fn connect(args: &Args) -> Result<Client, ClientError> {
-    let (mut c, _greeting) = Client::connect(&args.server, Duration::from_secs(args.timeout)).await?;
+async fn connect(args: &Args) -> Result<Client<AnyStream>, ClientError> {
+    let mode = match (args.tls, args.starttls) {
+        (true, _) => Some(TlsMode::Implicit),
+        (false, true) => Some(TlsMode::Starttls),
+        (false, false) => None,
+    };
+    let options = TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() };
+    let (mut c, _greeting) =
+        tls_client::connect_any(&args.server, Duration::from_secs(args.timeout), mode, &options).await?;
     c.authenticate(&args.user, &args.password).await?;
     Ok(c)
 }
@@ -327,7 +352,12 @@ async fn replay_captures(args: &Args, captures: &[std::path::PathBuf], mode: Mod
         if !args.password.is_empty() {
             replay::substitute_plain_credentials(&mut steps, &args.user, &args.password);
         }
-        let report = replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await;
+        let report = if args.tls {
+            let options = TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() };
+            replay::play_tls(&args.server, &steps, mode, mupdated::session::VERSION, wait, &options).await
+        } else {
+            replay::play(&args.server, &steps, mode, mupdated::session::VERSION, wait).await
+        };
         let mut conns: Vec<&str> = Vec::new();
         for s in &steps {
             if let Step::Send { conn, .. } | Step::Expect { conn, .. } | Step::Close { conn } | Step::Eof { conn } = s {

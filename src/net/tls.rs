@@ -288,6 +288,44 @@ pub fn cert_names(cert: &[u8]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A stream whose reads end as tokio-rustls reports a peer that closed
+    /// without close_notify.
+    struct NoCloseNotify;
+
+    impl AsyncRead for NoCloseNotify {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
+            std::task::Poll::Ready(Err(e))
+        }
+    }
+
+    impl AsyncWrite for NoCloseNotify {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            b: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_close_notify_is_an_ordinary_end_of_stream() {
+        let limits = crate::protocol::Limits { max_line: 1024, max_literal: 1024, max_message: 1024 };
+        let mut conn = crate::net::connection::Connection::new(NoCloseNotify, limits, Duration::from_secs(1));
+        assert!(matches!(conn.read_more().await, Ok(false)));
+    }
+
     #[test]
     fn der_reader_refuses_truncated_and_oversized_lengths() {
         assert!(der(&[]).is_none());

@@ -80,17 +80,23 @@ impl Client<TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    /// Read the greeting over an already connected stream.
-    pub async fn over(stream: S, timeout: Duration) -> Result<(Client<S>, Greeting), ClientError> {
+    /// A client over a stream whose greeting was read already (a stream
+    /// moved from one wrapper to another).
+    pub fn over_connected(stream: S, timeout: Duration) -> Client<S> {
         let limits = Limits { max_line: 1 << 20, max_literal: 64 << 20, max_message: 64 << 20 };
-        let mut c = Client {
+        Client {
             stream,
             input: BytesMut::with_capacity(16 * 1024),
             framer: Framer::new(limits),
             next_tag: 1,
             timeout,
             literal_plus: true,
-        };
+        }
+    }
+
+    /// Read the greeting over an already connected stream.
+    pub async fn over(stream: S, timeout: Duration) -> Result<(Client<S>, Greeting), ClientError> {
+        let mut c = Client::over_connected(stream, timeout);
         let mut greeting = Greeting::default();
         loop {
             match c.read_response().await? {

@@ -9,6 +9,7 @@
 //! version, and the optional capability lines `COMPRESS`, `STARTTLS` and
 //! `X-MUPDATED-ADMIN`.
 
+use super::tls_client::{self, AnyStream, Options};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ impl Report {
 }
 
 struct Peer {
-    stream: TcpStream,
+    stream: AnyStream,
     input: Vec<u8>,
     eof: bool,
 }
@@ -147,6 +148,30 @@ fn normalized(bytes: &[u8]) -> Vec<String> {
 
 /// Play `steps` against `addr`. `wait` bounds each wait for an answer.
 pub async fn play(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: Duration) -> Report {
+    play_over(addr, steps, mode, version, wait, None).await
+}
+
+/// [`play`], every connection in implicit TLS (`listen_tls`) made with
+/// `tls`: the transcript is what is said inside TLS.
+pub async fn play_tls(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: Duration, tls: &Options) -> Report {
+    play_over(addr, steps, mode, version, wait, Some(tls)).await
+}
+
+/// Open one connection of a transcript, in TLS when `tls` says.
+async fn open(addr: &str, wait: Duration, tls: Option<&Options>) -> Result<AnyStream, String> {
+    let stream = match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("timeout".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(options) = tls else { return Ok(AnyStream::Plain(stream)) };
+    let config = std::sync::Arc::new(tls_client::client_config(options).map_err(|e| e.to_string())?);
+    let tls = tls_client::handshake(stream, addr, config, wait).await.map_err(|e| e.to_string())?;
+    Ok(AnyStream::Tls(Box::new(tls)))
+}
+
+async fn play_over(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: Duration, tls: Option<&Options>) -> Report {
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut report = Report { steps: steps.len(), differences: Vec::new() };
     for (i, step) in steps.iter().enumerate() {
@@ -161,16 +186,11 @@ pub async fn play(addr: &str, steps: &[Step], mode: Mode, version: &str, wait: D
             if matches!(step, Step::Close { .. }) {
                 continue;
             }
-            match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
+            match open(addr, wait, tls).await {
+                Ok(stream) => {
                     peers.insert(conn.clone(), Peer { stream, input: Vec::new(), eof: false });
                 }
-                other => {
-                    let err = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timeout".into(),
-                    };
+                Err(err) => {
                     report.differences.push(Difference { step: i, conn, expected: NO_CONNECTION.into(), actual: err });
                     return report;
                 }

@@ -173,3 +173,77 @@ impl ServerCertVerifier for Unverified {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A TCP stream in clear text or in TLS, for tools that take either
+/// (mupdatectl's `--tls`/`--starttls`).
+pub enum AnyStream {
+    /// Clear text.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for AnyStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AnyStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            AnyStream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for AnyStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            AnyStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            AnyStream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AnyStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            AnyStream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AnyStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            AnyStream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connect in clear text (`mode` `None`) or over TLS, and read the
+/// greeting (after STARTTLS, the second one).
+pub async fn connect_any(
+    addr: &str,
+    timeout: Duration,
+    mode: Option<Mode>,
+    options: &Options,
+) -> Result<(Client<AnyStream>, Greeting), ClientError> {
+    match mode {
+        None => {
+            let stream =
+                tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| ClientError::Timeout)??;
+            let _ = stream.set_nodelay(true);
+            Client::over(AnyStream::Plain(stream), timeout).await
+        }
+        Some(mode) => {
+            let (c, greeting) = connect(addr, timeout, mode, options).await?;
+            Ok((Client::over_connected(AnyStream::Tls(Box::new(c.into_stream())), timeout), greeting))
+        }
+    }
+}
