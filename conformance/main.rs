@@ -42,6 +42,7 @@ mod differential;
 mod harness;
 mod facts;
 mod migration;
+mod sasl;
 mod scenarios;
 mod tls;
 mod tls_logins;

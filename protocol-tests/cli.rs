@@ -141,3 +141,49 @@ fn hash_password_makes_a_usable_phc_string() {
     assert!(auth.plain(b"\0u\0s3cret").is_ok());
     assert!(auth.plain(b"\0u\0s3creT").is_err());
 }
+
+/// `hash-password --scram` prints lines that paste into a `[[users]]`
+/// entry; a server with them offers SCRAM and logs the user in with it,
+/// and PLAIN still works through the argon2 line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_password_scram_lines_paste_into_a_working_entry() {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_mupdatectl"))
+        .args(["hash-password", "--scram", "--iterations", "8192"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert!(lines.starts_with("scram_sha256 = \"") && lines.contains(",8192,"), "{lines}");
+    assert!(lines.contains("\npassword_hash = \"$argon2"), "{lines}");
+    let config = format!("[[users]]\nname = \"pasted\"\nrole = \"reader\"\n{lines}");
+    mupdated::config::Config::parse(&config).expect("the printed lines make a valid entry");
+    let bad = Process::new(env!("CARGO_BIN_EXE_mupdatectl"))
+        .args(["hash-password", "--scram", "--iterations", "100000"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "iterations above Cyrus's limit are refused");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = mupdated::config::Config::parse(&format!("listen = [\"127.0.0.1:0\"]\nfailed_login_pause = 0\n{config}"))
+        .unwrap();
+    cfg.data_dir = dir.path().join("data");
+    let app = std::sync::Arc::new(mupdated::app::App::open(cfg).unwrap());
+    for use_scram in [true, false] {
+        let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(mupdated::session::Session::new(server_end, app.clone(), mupdated::session::Peer::None, stop).run());
+        let (mut c, greeting) = Client::over(client_end, Duration::from_secs(10)).await.unwrap();
+        if use_scram {
+            assert_eq!(c.login(&greeting, "pasted", "s3cret").await.unwrap(), "SCRAM-SHA-256");
+        } else {
+            c.authenticate("pasted", "s3cret").await.unwrap();
+        }
+        c.list(None).await.unwrap();
+    }
+}

@@ -62,7 +62,11 @@ impl App {
             auth: Arc::new(Authenticator::with_options(
                 &config.users,
                 config.max_hash_checks,
-                crate::auth::SaslOptions { scram_sha1: config.scram_sha1, scram_iterations: config.scram_iterations },
+                crate::auth::SaslOptions {
+                    scram_sha256: config.scram_sha256,
+                    scram_sha1: config.scram_sha1,
+                    scram_iterations: config.scram_iterations,
+                },
             )),
             hub,
             store,

@@ -224,6 +224,11 @@ fn default_listen_backlog() -> u32 {
     // once) must wait in the kernel, not be reset; 128 dropped hundreds of 5,000.
     1024
 }
+fn default_true() -> bool {
+    // SCRAM-SHA-256 keeps the password off the wire and Cyrus's client
+    // (libsasl >= 2.1.27) picks it by itself when offered.
+    true
+}
 fn default_scram_iterations() -> u32 {
     // RFC 5802's minimum: verifiers of plain passwords are derived at every
     // start, and Cyrus's client refuses more than 65536.
@@ -338,6 +343,10 @@ pub struct Config {
     /// Largest message (line or literal) accepted before login, bytes.
     #[serde(default = "default_max_unauthenticated_message")]
     pub max_unauthenticated_message: usize,
+    /// Offer SCRAM-SHA-256 wherever every login can complete it; false:
+    /// never (to offer exactly what a Cyrus master with only PLAIN offers).
+    #[serde(default = "default_true")]
+    pub scram_sha256: bool,
     /// Offer SCRAM-SHA-1 too (for libsasl older than 2.1.27, which has no
     /// SCRAM-SHA-256); off: SHA-1 is weaker and current Cyrus picks SHA-256.
     #[serde(default)]
@@ -743,5 +752,28 @@ role = "admin"
         assert!(!ok("11.0.0.1") && !ok("192.168.1.8") && !ok("2001:db9::1") && !ok("127.0.0.1"));
         assert!(Config::parse("allow = [\"0.0.0.0/0\"]").unwrap().allows("8.8.8.8".parse().unwrap()));
         assert!(Config::parse("").unwrap().allows("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn sasl_keys_are_checked() {
+        let v = crate::auth::scram::Verifier::generate(crate::auth::scram::ScramHash::Sha256, b"pw", 4096).encode();
+        let user = |extra: &str| Config::parse(&format!("[[users]]\nname='a'\nrole='admin'\n{extra}"));
+        let err = |extra: &str| user(extra).unwrap_err().to_string();
+        assert!(user(&format!("scram_sha256 = '{v}'")).is_ok(), "a verifier alone is a login");
+        assert!(user("certificate = 'a.example'").is_ok(), "so is a certificate");
+        assert!(err("").contains("needs password, password_hash, scram_sha256 or certificate"));
+        assert!(err("scram_sha256 = 'x,4096,y'").contains("scram_sha256: expected salt,iterations"));
+        assert!(err(&format!("scram_sha1 = '{v}'")).contains("scram_sha1: StoredKey has 32 bytes"));
+        assert!(err(&format!("password = 'pw'\nscram_sha256 = '{v}'")).contains("derived at start"));
+        assert!(err("certificate = ''").contains("certificate is empty"));
+        let two = "[[users]]\nname='a'\nrole='admin'\ncertificate='X.example'\n\
+                   [[users]]\nname='b'\nrole='admin'\ncertificate='x.example'";
+        assert!(Config::parse(two).unwrap_err().to_string().contains("given to two entries"));
+        let top = |extra: &str| Config::parse(extra);
+        let c = top("").unwrap();
+        assert!(c.scram_sha256 && !c.scram_sha1 && c.scram_iterations == 4096);
+        assert!(top("scram_iterations = 65536").is_ok());
+        assert!(top("scram_iterations = 65537").unwrap_err().to_string().contains("4096 to 65536"));
+        assert!(top("scram_iterations = 100").is_err());
     }
 }

@@ -240,6 +240,14 @@ impl Master {
         }
     }
 
+    /// What a mupdated master started by the harness has logged so far.
+    pub fn mupdated_output(&self) -> Option<String> {
+        match &self.process {
+            Process::Mupdated(m) => Some(m.running.output()),
+            _ => None,
+        }
+    }
+
     /// The `mupdate -m` instance, for a Cyrus master.
     pub fn cyrus_instance(&self) -> Option<&Instance> {
         match &self.process {
@@ -308,8 +316,11 @@ pub fn write_mupdated_config(ws: &Workspace, port: u16) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("mkdir {}: {e}", data.display()));
     let config = dir.join("mupdated.toml");
+    // Compared with Cyrus's master, which offers PLAIN alone: the same
+    // offer, so that the clients' sessions can be compared line by line.
+    let scram = if super::murder::recording() { "scram_sha256 = false\n" } else { "" };
     let toml = format!(
-        "listen = [\"127.0.0.1:{port}\"]\n\
+        "{scram}listen = [\"127.0.0.1:{port}\"]\n\
          data_dir = \"{data}\"\n\
          server_name = \"mupdated-conformance-{port}\"\n\
          \n\

@@ -223,6 +223,12 @@ pub fn record_murders_into(dir: &std::path::Path) {
     RECORD_INTO.with(|r| *r.borrow_mut() = Some((dir.to_path_buf(), 0)));
 }
 
+/// Is this thread recording murders for a comparison with Cyrus? Then
+/// mupdated offers what the reference Cyrus master offers (PLAIN alone).
+pub fn recording() -> bool {
+    RECORD_INTO.with(|r| r.borrow().is_some())
+}
+
 fn next_recording_dir() -> Option<PathBuf> {
     RECORD_INTO.with(|r| {
         let mut r = r.borrow_mut();

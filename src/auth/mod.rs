@@ -87,6 +87,8 @@ struct Account {
 /// SASL settings beyond the users (from the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SaslOptions {
+    /// Offer SCRAM-SHA-256 (`scram_sha256`, on by default).
+    pub scram_sha256: bool,
     /// Offer SCRAM-SHA-1 (`scram_sha1`).
     pub scram_sha1: bool,
     /// Iterations of the verifiers derived from plain passwords.
@@ -95,7 +97,7 @@ pub struct SaslOptions {
 
 impl Default for SaslOptions {
     fn default() -> Self {
-        SaslOptions { scram_sha1: false, scram_iterations: scram::MIN_ITERATIONS }
+        SaslOptions { scram_sha256: true, scram_sha1: false, scram_iterations: scram::MIN_ITERATIONS }
     }
 }
 
@@ -212,8 +214,15 @@ impl Authenticator {
                 (u.name.clone(), Account { role: u.role, servers, secret, scram_sha256, scram_sha1, certificate })
             })
             .collect();
-        let mut blocking: Vec<&str> =
-            accounts.iter().filter(|(_, a)| a.scram_sha256.is_none() && !matches!(a.secret, Secret::None)).map(|(n, _)| n.as_str()).collect();
+        let mut blocking: Vec<&str> = if !options.scram_sha256 {
+            Vec::new()
+        } else {
+            accounts
+                .iter()
+                .filter(|(_, a)| a.scram_sha256.is_none() && !matches!(a.secret, Secret::None))
+                .map(|(n, _)| n.as_str())
+                .collect()
+        };
         blocking.sort_unstable();
         if !blocking.is_empty() {
             tracing::warn!(
@@ -317,7 +326,7 @@ impl Authenticator {
             return Vec::new();
         }
         let mut m = Vec::new();
-        if self.scram_complete(ScramHash::Sha256, ctx) {
+        if self.options.scram_sha256 && self.scram_complete(ScramHash::Sha256, ctx) {
             m.push(ScramHash::Sha256.mechanism());
         }
         if self.options.scram_sha1 && self.scram_complete(ScramHash::Sha1, ctx) {
@@ -598,5 +607,64 @@ mod tests {
         assert!(!plain_only.needs_hash(b"\0nobody\0x") && !plain_only.needs_hash(b"\0admin\0x"));
         assert_eq!(claimed_user(b"z\0be1\0pw"), b"be1");
         assert_eq!(claimed_user(b"nonul"), b"");
+    }
+
+    fn user(name: &str, password: Option<&str>, hash: Option<String>, scram: Option<String>, cert: Option<&str>) -> User {
+        User {
+            name: name.into(),
+            password: password.map(Into::into),
+            password_hash: hash,
+            scram_sha256: scram,
+            scram_sha1: None,
+            certificate: cert.map(Into::into),
+            role: Role::Backend,
+            servers: vec![name.into()],
+        }
+    }
+
+    #[test]
+    fn offering_policy() {
+        let ctx = |in_tls, tls_required, verified_cert| SaslContext { in_tls, tls_required, verified_cert };
+        let plain_only = [user("a", Some("pw"), None, None, None)];
+        let with_cert = [user("a", Some("pw"), None, None, None), user("b", None, None, None, Some("b.example"))];
+        let verifier = scram::Verifier::generate(scram::ScramHash::Sha256, b"pw", 4096).encode();
+        let argon_only = [user("a", Some("pw"), None, None, None), user("h", None, Some(hash_password("x").unwrap()), None, None)];
+        let argon_and_scram = [user("h", None, Some(hash_password("x").unwrap()), Some(verifier), None)];
+        let a = |users: &[User]| Authenticator::with_max_hash_checks(users, 1);
+        let table: Vec<(&[User], SaslContext, Vec<&str>)> = vec![
+            (&plain_only, ctx(false, false, false), vec!["SCRAM-SHA-256", "PLAIN"]),
+            (&plain_only, ctx(false, true, false), vec![]),
+            (&plain_only, ctx(true, true, false), vec!["SCRAM-SHA-256", "PLAIN"]),
+            // No certificate entry: EXTERNAL could not succeed.
+            (&plain_only, ctx(true, true, true), vec!["SCRAM-SHA-256", "PLAIN"]),
+            (&with_cert, ctx(false, false, false), vec!["SCRAM-SHA-256", "PLAIN"]),
+            (&with_cert, ctx(true, false, false), vec!["SCRAM-SHA-256", "PLAIN"]),
+            // A certificate-only entry can log in here, and not with SCRAM.
+            (&with_cert, ctx(true, false, true), vec!["EXTERNAL", "PLAIN"]),
+            (&with_cert, ctx(true, true, true), vec!["EXTERNAL", "PLAIN"]),
+            // An argon2-only entry blocks SCRAM everywhere.
+            (&argon_only, ctx(false, false, false), vec!["PLAIN"]),
+            (&argon_only, ctx(true, true, false), vec!["PLAIN"]),
+            (&argon_and_scram, ctx(false, false, false), vec!["SCRAM-SHA-256", "PLAIN"]),
+        ];
+        for (i, (users, c, want)) in table.into_iter().enumerate() {
+            assert_eq!(a(users).offered(&c), want, "row {i}: {c:?}");
+        }
+        let sha1 = Authenticator::with_options(&plain_only, 1, SaslOptions { scram_sha1: true, ..SaslOptions::default() });
+        assert_eq!(sha1.offered(&ctx(false, false, false)), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+        let sha1_blocked = Authenticator::with_options(&argon_and_scram, 1, SaslOptions { scram_sha1: true, ..SaslOptions::default() });
+        assert_eq!(sha1_blocked.offered(&ctx(false, false, false)), ["SCRAM-SHA-256", "PLAIN"]);
+    }
+
+    #[test]
+    fn unknown_scram_users_get_a_stable_fake_salt() {
+        let a = Authenticator::with_max_hash_checks(&[user("a", Some("pw"), None, None, None)], 1);
+        let first = |u: &str| {
+            let (_, out) = a.scram_start(scram::ScramHash::Sha256, format!("n,,n={u},r=abc").as_bytes()).unwrap();
+            String::from_utf8(out).unwrap().split_once(",s=").unwrap().1.to_string()
+        };
+        assert_eq!(first("ghost"), first("ghost"), "same answer each time");
+        assert_ne!(first("ghost"), first("other"));
+        assert!(first("ghost").ends_with(",i=4096") && first("a").ends_with(",i=4096"));
     }
 }

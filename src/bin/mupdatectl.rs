@@ -59,7 +59,18 @@ enum Cmd {
     /// LIST the directory, or every record whose location starts with PREFIX (e.g. `be1!`).
     List { prefix: Option<String> },
     /// Make a password_hash (argon2 PHC string) for the configuration; reads the password from stdin.
-    HashPassword,
+    HashPassword {
+        /// Also print a SCRAM-SHA-256 verifier line (`scram_sha256 = "..."`),
+        /// so SCRAM can be offered; the argon2 line keeps PLAIN working.
+        #[arg(long)]
+        scram: bool,
+        /// Also print a SCRAM-SHA-1 verifier line (for `scram_sha1 = true`).
+        #[arg(long)]
+        scram_sha1: bool,
+        /// PBKDF2 iterations of the SCRAM verifiers (4096-65536).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+    },
     /// Every record of a mailbox (one per server), and which one clients see (mupdated admin extension).
     Records { name: String },
     /// Mailboxes held active by two unrelated servers.
@@ -295,9 +306,10 @@ async fn connect(args: &Args) -> Result<Client<AnyStream>, ClientError> {
         (false, false) => None,
     };
     let options = TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() };
-    let (mut c, _greeting) =
+    let (mut c, greeting) =
         tls_client::connect_any(&args.server, Duration::from_secs(args.timeout), mode, &options).await?;
-    c.authenticate(&args.user, &args.password).await?;
+    // SCRAM when offered (the password never crosses the wire), else PLAIN.
+    c.login(&greeting, &args.user, &args.password).await?;
     Ok(c)
 }
 
@@ -836,10 +848,17 @@ async fn run(args: Args) -> ExitCode {
         }
         Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
         Cmd::Bench(bench) => {
-            let bench = mupdated::tools::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
+            let bench = mupdated::tools::bench::BenchArgs {
+                json: args.json,
+                timeout: args.timeout,
+                tls: args.tls,
+                starttls: args.starttls,
+                tls_options: TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() },
+                ..(**bench).clone()
+            };
             mupdated::tools::bench::run(&args.server, &args.user, &args.password, &bench).await
         }
-        Cmd::HashPassword => {
+        Cmd::HashPassword { scram, scram_sha1, iterations } => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
                 eprintln!("mupdatectl: cannot read the password from stdin");
@@ -850,7 +869,25 @@ async fn run(args: Args) -> ExitCode {
                 eprintln!("mupdatectl: empty password");
                 return ExitCode::from(2);
             }
+            if let Err(e) = mupdated::auth::scram::check_iterations(*iterations) {
+                eprintln!("mupdatectl: {e}");
+                return ExitCode::from(2);
+            }
             match mupdated::auth::hash_password(pw) {
+                Ok(h) if *scram || *scram_sha1 => {
+                    // Ready to paste into a [[users]] entry.
+                    use mupdated::auth::scram::{ScramHash, Verifier};
+                    if *scram {
+                        let v = Verifier::generate(ScramHash::Sha256, pw.as_bytes(), *iterations);
+                        println!("scram_sha256 = \"{}\"", v.encode());
+                    }
+                    if *scram_sha1 {
+                        let v = Verifier::generate(ScramHash::Sha1, pw.as_bytes(), *iterations);
+                        println!("scram_sha1 = \"{}\"", v.encode());
+                    }
+                    println!("password_hash = \"{h}\"");
+                    ExitCode::SUCCESS
+                }
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS

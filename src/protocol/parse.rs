@@ -362,7 +362,7 @@ fn bad(what: &str) -> ResponseError {
 const DATA_KEYWORDS: [&str; 6] = ["RECORD", "CONFLICT", "GROUP", "PRIMARY", "RIGHTS", "EXPORT"];
 
 /// A line's bytes without its line end.
-fn line_content(bytes: &[u8]) -> &[u8] {
+pub fn line_content(bytes: &[u8]) -> &[u8] {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     bytes.strip_suffix(b"\r").unwrap_or(bytes)
 }

@@ -562,3 +562,5 @@ impl<S: Transport> Session<S> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod sasl_tests;

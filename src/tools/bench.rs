@@ -18,8 +18,8 @@
 //! - **stalled**: churn throughput without, then with UPDATE subscribers that
 //!   read nothing (`--stalled-subscribers`, default one).
 //!
-//! Over TLS (`mupdatectl bench --tls` or `--starttls`, with `--ca` to
-//! verify the server) every connection of every phase speaks TLS, so the
+//! Over TLS (`mupdatectl --tls bench` or `--starttls`, with `--ca` to
+//! verify the server; the flags are mupdatectl's global ones) every connection of every phase speaks TLS, so the
 //! handshake is in each churn transaction and each connect sample.
 //!
 //! With `--server-pid` (server on this machine) each phase also reports the
@@ -168,16 +168,17 @@ pub struct BenchArgs {
     /// UPDATE subscribers that stop reading during the stalled phase's second churn run.
     #[arg(long, default_value_t = 1)]
     pub stalled_subscribers: usize,
-    /// Every connection over implicit TLS (the server's `listen_tls`).
-    #[arg(long, conflicts_with = "starttls")]
+    /// Every connection over implicit TLS (set from mupdatectl's global `--tls`).
+    #[arg(skip)]
     pub tls: bool,
-    /// Every connection upgraded with STARTTLS.
-    #[arg(long)]
+    /// Every connection upgraded with STARTTLS (mupdatectl's global `--starttls`).
+    #[arg(skip)]
     pub starttls: bool,
-    /// With --tls/--starttls: verify the server's certificate against these CAs (PEM); without it the
-    /// server is not verified (encrypted, not authenticated), as Cyrus's client does.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
+    /// What the TLS connections check and present (mupdatectl's global
+    /// `--ca`, `--cert`, `--key`): without a CA the server is not verified
+    /// (encrypted, not authenticated), as Cyrus's client does.
+    #[arg(skip)]
+    pub tls_options: tls_client::Options,
     /// PID of the server process (same machine): report its CPU seconds per phase and peak RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -222,7 +223,7 @@ impl Default for BenchArgs {
             seed: 1,
             tls: false,
             starttls: false,
-            ca: None,
+            tls_options: tls_client::Options::default(),
             json: false,
             timeout: 30,
         }
@@ -693,8 +694,7 @@ impl Dialer {
         let tls = match mode {
             None => None,
             Some(m) => {
-                let options = tls_client::Options { ca: args.ca.clone(), cert: None, key: None };
-                Some((m, Arc::new(tls_client::client_config(&options).map_err(|e| e.to_string())?)))
+                Some((m, Arc::new(tls_client::client_config(&args.tls_options).map_err(|e| e.to_string())?)))
             }
         };
         Ok(Dialer { server: server.to_string(), tls })

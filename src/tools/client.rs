@@ -221,6 +221,89 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(())
     }
 
+    /// Log in with the best mechanism the greeting offers: SCRAM-SHA-256,
+    /// then SCRAM-SHA-1, else PLAIN (as a Cyrus client would choose, less
+    /// the mechanisms this client lacks). Returns the mechanism used.
+    pub async fn login(&mut self, greeting: &Greeting, user: &str, password: &str) -> Result<&'static str, ClientError> {
+        use crate::auth::scram::ScramHash;
+        let offered = |m: &str| {
+            greeting.capabilities.iter().any(|(n, p)| {
+                n.eq_ignore_ascii_case("AUTH")
+                    && p.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')).any(|w| w.eq_ignore_ascii_case(m))
+            })
+        };
+        for hash in [ScramHash::Sha256, ScramHash::Sha1] {
+            if offered(hash.mechanism()) {
+                self.authenticate_scram(hash, user, None, password).await?;
+                return Ok(hash.mechanism());
+            }
+        }
+        self.authenticate(user, password).await?;
+        Ok("PLAIN")
+    }
+
+    /// AUTHENTICATE with SCRAM: the client-first message as the initial
+    /// response, the client-final one as a bare base64 line, the empty line
+    /// after the server-final message (as Cyrus's client does); the
+    /// server's signature is checked before the OK is accepted.
+    pub async fn authenticate_scram(
+        &mut self,
+        hash: crate::auth::scram::ScramHash,
+        user: &str,
+        authzid: Option<&str>,
+        password: &str,
+    ) -> Result<(), ClientError> {
+        let (mut exchange, first) = crate::auth::scram::ClientExchange::new(hash, user, authzid, password.as_bytes());
+        let mechanism = hash.mechanism().as_bytes().to_vec();
+        let tag = self.send(&Command::Authenticate { mechanism, initial_response: Some(first) }).await?;
+        let server_first = self.read_challenge(&tag).await?;
+        let fin = exchange.respond(&server_first).map_err(ClientError::Protocol)?;
+        let mut line = base64::engine::general_purpose::STANDARD.encode(fin).into_bytes();
+        line.extend_from_slice(b"\r\n");
+        self.send_raw(&line).await?;
+        let server_final = self.read_challenge(&tag).await?;
+        if let Err(e) = exchange.verify(&server_final) {
+            let _ = self.send_raw(b"*\r\n").await;
+            return Err(ClientError::Protocol(e));
+        }
+        self.send_raw(b"\r\n").await?;
+        match self.read_response().await? {
+            Response::Tagged { status: Status::Ok, .. } => Ok(()),
+            Response::Tagged { status, text, .. } => Err(ClientError::Refused { status, text: String::from_utf8_lossy(&text).into() }),
+            other => Err(ClientError::Protocol(format!("unexpected after SCRAM: {other:?}"))),
+        }
+    }
+
+    /// AUTHENTICATE "EXTERNAL" with this authorization id (empty: the
+    /// certificate's own entry).
+    pub async fn authenticate_external(&mut self, authzid: &str) -> Result<(), ClientError> {
+        let cmd = Command::Authenticate { mechanism: b"EXTERNAL".to_vec(), initial_response: Some(authzid.as_bytes().to_vec()) };
+        self.run_ok(&cmd).await?;
+        Ok(())
+    }
+
+    /// The next SASL challenge of the AUTHENTICATE tagged `tag`: a bare
+    /// base64 line (Cyrus's master, mupdated) or `+ ...`; its completion
+    /// (NO, BAD) is an error.
+    async fn read_challenge(&mut self, tag: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let msg = self.read_message().await?;
+        let line = parse::line_content(&msg);
+        let tagged = line.len() > tag.len() && line.starts_with(tag) && line[tag.len()] == b' ';
+        if tagged || line.starts_with(b"+") || line.starts_with(b"* ") {
+            return match parse::parse_response(&msg).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Response::Challenge { data } => Ok(data),
+                Response::Tagged { status, text, .. } => {
+                    Err(ClientError::Refused { status, text: String::from_utf8_lossy(&text).into() })
+                }
+                Response::Bye { text } => Err(ClientError::Refused { status: Status::No, text: String::from_utf8_lossy(&text).into() }),
+                other => Err(ClientError::Protocol(format!("unexpected during SASL: {other:?}"))),
+            };
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .map_err(|_| ClientError::Protocol(format!("challenge is not base64: {:?}", String::from_utf8_lossy(line))))
+    }
+
     /// FIND: the entry, if any.
     pub async fn find(&mut self, name: &[u8]) -> Result<Option<Entry>, ClientError> {
         let data = self.run_ok(&Command::Find { name: name.to_vec() }).await?;

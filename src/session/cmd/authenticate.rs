@@ -115,7 +115,7 @@ pub(in crate::session) async fn answer<S: AsyncWrite + Unpin>(
     };
     let auth = st.app.auth.clone();
     match step {
-        Step::Plain => finish(st, out, tag, AuthAnswer::Data(data)).await,
+        Step::Plain => plain(st, out, tag, data).await,
         Step::ScramFirst(hash) => match auth.scram_start(hash, &data) {
             Ok((login, server_first)) => {
                 out.send_line(base64::engine::general_purpose::STANDARD.encode(server_first).as_bytes()).await?;
@@ -208,17 +208,12 @@ async fn failed<S: AsyncWrite + Unpin>(
 }
 
 /// Check a PLAIN response and answer.
-async fn finish<S: AsyncWrite + Unpin>(
+async fn plain<S: AsyncWrite + Unpin>(
     st: &mut State,
     out: &mut Output<'_, S>,
     tag: Vec<u8>,
-    answer: AuthAnswer,
+    data: Vec<u8>,
 ) -> Result<Next, SessionError> {
-    let data = match answer {
-        AuthAnswer::Data(d) => d,
-        AuthAnswer::Cancel => return no(out, &tag, cyrus::CLIENT_CANCELED).await,
-        AuthAnswer::Invalid => return no(out, &tag, INVALID_SASL).await,
-    };
     let app = st.app.clone();
     backoff(st).await;
     let auth = app.auth.clone();
