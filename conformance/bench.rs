@@ -7,6 +7,9 @@ use std::process::Command;
 
 use crate::harness::cyrus::Cyrus;
 
+/// Rows mupdated over TLS must fill too (third column), with a TLS-vs-clear ratio.
+const TLS: &[&str] = &["churn c=1 tx/s", "churn c=4 tx/s", "find ops/s", "find p99 ms", "connect /s", "connect p50 ms"];
+
 /// Rows that both servers must fill (the rights index is mupdated's own).
 const BOTH: &[&str] = &[
     "load mailboxes/s",
@@ -14,6 +17,8 @@ const BOTH: &[&str] = &[
     "churn c=4 tx/s",
     "find ops/s",
     "find p99 ms",
+    "connect /s",
+    "connect p50 ms",
     "list full ms",
     "list one server ms",
     "update dump ms",
@@ -39,6 +44,7 @@ fn bench_vs_cyrus_produces_the_table() {
         .arg("--")
         .args(["--servers", "4", "--list-server", "be01", "--churn-concurrency", "1,4", "--churn-seconds", "0.5"])
         .args(["--find-seconds", "0.5", "--propagation-samples", "3", "--propagation-seconds", "1"])
+        .args(["--connect-seconds", "0.3"])
         .args(["--stalled-concurrency", "2", "--stalled-seconds", "0.5", "--stalled-fill-mib", "1"])
         .env("MUPDATED_BIN", env!("CARGO_BIN_EXE_mupdated"))
         .env("MUPDATECTL_BIN", env!("CARGO_BIN_EXE_mupdatectl"))
@@ -69,7 +75,20 @@ fn bench_vs_cyrus_produces_the_table() {
             assert!(line.ends_with("faster") || line.ends_with("slower"), "{row}: no ratio in {line:?}");
         }
     }
-    for name in ["cyrus", "mupdated"] {
+    assert!(table.contains("TLS:      mupdated "), "{table}");
+    for row in TLS {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{row}  ")))
+            .unwrap_or_else(|| panic!("no row {row:?} in\n{table}"));
+        let cells: Vec<&str> = line[row.len()..].split_whitespace().collect();
+        assert!(cells.len() >= 5, "{row}: no TLS figure and ratio in {line:?}");
+        let clear = cells[1].parse::<f64>();
+        let tls = cells[2].parse::<f64>();
+        assert!(clear.is_ok() && tls.is_ok(), "{row}: mupdated clear and TLS figures in {line:?}");
+        assert!(cells[4] == "faster" || cells[4] == "slower", "{row}: no TLS-vs-clear ratio in {line:?}");
+    }
+    for name in ["cyrus", "mupdated", "mupdated-tls"] {
         let json = std::fs::read(out.path().join(format!("{name}.json"))).expect("JSON report");
         let r: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
         assert_eq!(r["errors"], serde_json::json!([]), "{name}: {r}");

@@ -44,4 +44,6 @@ mod facts;
 mod migration;
 mod sasl;
 mod scenarios;
+mod tls;
+mod tls_logins;
 mod under_master;

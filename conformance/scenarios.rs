@@ -35,7 +35,7 @@ mod master_outages {
 // ---------------------------------------------------------------------------
 // e. A murder's whole life over IMAP (scenarios/lifecycle.rs).
 
-use lifecycle::imap_lifecycle;
+pub(crate) use lifecycle::imap_lifecycle;
 scenario!(imap_lifecycle);
 
 /// ACL Cyrus 3.6 gives a new user mailbox: the owner with all rights.
@@ -320,7 +320,7 @@ scenario!(frontend_follows);
 /// failed NOOP the slave reconnects after 20-29 s.
 const SLAVE_CATCH_UP: Duration = Duration::from_secs(30);
 
-fn frontend_follows(kind: MasterKind) {
+pub(crate) fn frontend_follows(kind: MasterKind) {
     frontend_follows_in(&Murder::start(kind, 2, true));
 }
 

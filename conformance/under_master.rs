@@ -121,7 +121,7 @@ fn mupdated_under_cyrus_master_on_every_address_family_serves_one_directory() {
     // The murder works (its backends and slave use 127.0.0.1).
     crate::scenarios::frontend_follows_in(&m);
 
-    let v6_addr = MasterAddr { host: "::1".into(), port: m.master.addr.port };
+    let v6_addr = MasterAddr { host: "::1".into(), ..m.master.addr.clone() };
     let log = m.master.mupdated_log().expect("mupdated's log file");
     let login_v6 = || {
         Mupdate::login(&v6_addr, &m.master.user, &m.master.password).unwrap_or_else(|e| {

@@ -18,6 +18,7 @@ async fn bench_produces_every_figure() {
             .args(["--mailboxes", "300", "--servers", "4", "--list-server", "be01"])
             .args(["--churn-concurrency", "1,4", "--churn-seconds", "0.5"])
             .args(["--find-seconds", "0.5", "--propagation-samples", "10", "--propagation-seconds", "3"])
+            .args(["--connect-seconds", "0.3"])
             .args(["--stalled-concurrency", "2", "--stalled-seconds", "0.5", "--stalled-fill-mib", "1"])
             .args(["--server-pid", &pid, "--data-dir"])
             .arg(&data)
@@ -51,6 +52,8 @@ async fn bench_produces_every_figure() {
     }
     assert!(num(&r["stalled"]["baseline"]["transactions"]) > 0.0);
     assert!(num(&r["stalled"]["stalled"]["transactions"]) > 0.0);
+    assert!(num(&r["connect"]["connections"]) > 0.0 && num(&r["connect"]["per_s"]) > 0.0, "{r}");
+    assert!(num(&r["connect"]["p50_ms"]) > 0.0 && num(&r["connect"]["p50_ms"]) <= num(&r["connect"]["p99_ms"]));
     assert_eq!(r["rights"]["rows"], 100, "{r}");
     assert!(num(&r["rights"]["latency"]["p99_ms"]) > 0.0);
     assert!(num(&r["resources"]["peak_rss_kib"]) > 0.0);

@@ -357,10 +357,11 @@ impl Instance {
                      allowusermoves: yes\n\
                      proxy_authname: {PROXY_USER}\n\
                      proxy_password: {PASSWORD}\n\
-                     mupdate_server: {master}\n\
+                     mupdate_server: {spec}\n\
                      mupdate_username: {mupdate_user}\n\
                      mupdate_authname: {mupdate_user}\n\
-                     mupdate_password: {mupdate_password}\n"
+                     mupdate_password: {mupdate_password}\n",
+                    spec = master.cyrus_spec(),
                 );
                 format!("  imap cmd=\"imapd -C {c}\" listen=\"127.0.0.1:{port}\" prefork=0\n")
             }
@@ -374,14 +375,15 @@ impl Instance {
                 let _ = write!(
                     imapd,
                     "admins: {ADMIN}\n\
-                     mupdate_server: {master}\n\
+                     mupdate_server: {spec}\n\
                      mupdate_username: {mupdate_user}\n\
                      mupdate_authname: {mupdate_user}\n\
                      mupdate_password: {mupdate_password}\n\
                      proxy_authname: {PROXY_USER}\n\
                      proxy_password: {PASSWORD}\n\
                      serverlist: {}\n",
-                    serverlist.join(" ")
+                    serverlist.join(" "),
+                    spec = master.cyrus_spec(),
                 );
                 // prefork=1: otherwise the slave only starts on its first
                 // client and the frontend's list never syncs.
@@ -516,9 +518,15 @@ impl Instance {
     /// Runs `ctl_mboxlist -C <config> <args>` as the cyrus user, e.g.
     /// `["-m"]` (push the local list to the master) or `["-m", "-w"]` (dry run).
     pub fn ctl_mboxlist(&self, args: &[&str]) -> Finished {
+        self.ctl_mboxlist_as(&self.config, args)
+    }
+
+    /// `ctl_mboxlist` on this instance's data with another imapd.conf
+    /// (e.g. a copy with other MUPDATE client settings).
+    pub fn ctl_mboxlist_as(&self, config: &Path, args: &[&str]) -> Finished {
         let mut cmd = Command::new(Cyrus::bin("ctl_mboxlist"));
         cmd.arg("-C")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .uid(self.cyrus.uid)
             .gid(self.cyrus.gid)

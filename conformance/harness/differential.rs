@@ -94,7 +94,7 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// `imapd -C /tmp/cmX/b1/imapd.conf` -> `imapd b1`;
 /// `/usr/lib/cyrus/bin/ctl_mboxlist -C /tmp/cmX/b2/imapd.conf -m -w` -> `ctl_mboxlist b2 -m -w`.
-fn role_of(argv: &str) -> String {
+pub fn role_of(argv: &str) -> String {
     let words: Vec<&str> = argv.split_whitespace().collect();
     let Some(prog) = words.first() else {
         return "unknown".into();

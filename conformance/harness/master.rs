@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::cyrus::{Instance, Role, Workspace, MUPDATE_USER, PASSWORD};
-use super::mupdate::{MasterAddr, Mupdate};
+use super::mupdate::{MasterAddr, Mupdate, Tls, TlsMode};
+use super::pki::Pki;
 use super::ports::free_port;
 use super::process::Running;
 use super::wait;
@@ -29,6 +30,13 @@ pub enum MasterKind {
     /// The same with `listen="PORT"`: master opens a socket per address
     /// family and starts one mupdated for each (one serves, one relays).
     MupdatedUnderCyrusMasterAnyAddress,
+    /// mupdated with `[tls]` (`require`: an empty `* AUTH` before TLS), so
+    /// every Cyrus client upgrades with STARTTLS; the harness's own
+    /// sessions do too.
+    MupdatedStartTls,
+    /// mupdated with `[tls] listen_tls`: Cyrus connects with
+    /// `mupdate_server: 127.0.0.1:PORT/tls`, TLS from the first byte.
+    MupdatedImplicitTls,
 }
 
 impl MasterKind {
@@ -37,11 +45,20 @@ impl MasterKind {
     pub fn is_shared(self) -> bool {
         self == MasterKind::External
     }
+
+    /// How Cyrus reaches a master of this kind over TLS, if it does.
+    pub fn tls_mode(self) -> Option<TlsMode> {
+        match self {
+            MasterKind::MupdatedStartTls => Some(TlsMode::StartTls),
+            MasterKind::MupdatedImplicitTls => Some(TlsMode::Implicit),
+            _ => None,
+        }
+    }
 }
 
 enum Process {
     Cyrus(Box<Instance>),
-    Mupdated(Mupdated),
+    Mupdated(Box<Mupdated>),
     External,
 }
 
@@ -50,7 +67,7 @@ struct Mupdated {
     running: Running,
     dir: PathBuf,
     config: PathBuf,
-    port: u16,
+    addr: MasterAddr,
     starts: u32,
 }
 
@@ -60,6 +77,8 @@ pub struct Master {
     pub addr: MasterAddr,
     pub user: String,
     pub password: String,
+    /// The test PKI of a TLS master (its CA, its certificate, a stranger CA).
+    pub pki: Option<Pki>,
     process: Process,
 }
 
@@ -77,6 +96,7 @@ impl Master {
                     addr: MasterAddr::loopback(port),
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
+                    pki: None,
                     process: Process::Cyrus(Box::new(inst)),
                 }
             }
@@ -89,14 +109,18 @@ impl Master {
                     addr: MasterAddr::loopback(port),
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
-                    process: Process::Mupdated(Mupdated {
+                    pki: None,
+                    process: Process::Mupdated(Box::new(Mupdated {
                         running,
                         dir,
                         config,
-                        port,
+                        addr: MasterAddr::loopback(port),
                         starts: 1,
-                    }),
+                    })),
                 }
+            }
+            MasterKind::MupdatedStartTls | MasterKind::MupdatedImplicitTls => {
+                Master::start_tls(ws, kind, "")
             }
             MasterKind::MupdatedUnderCyrusMaster | MasterKind::MupdatedUnderCyrusMasterAnyAddress => {
                 let port = free_port();
@@ -117,6 +141,7 @@ impl Master {
                     addr: MasterAddr::loopback(port),
                     user: MUPDATE_USER.into(),
                     password: PASSWORD.into(),
+                    pki: None,
                     process: Process::Cyrus(Box::new(inst)),
                 }
             }
@@ -134,11 +159,57 @@ impl Master {
                     addr,
                     user,
                     password,
+                    pki: None,
                     process: Process::External,
                 };
                 drop(master.login());
                 master
             }
+        }
+    }
+
+    /// A TLS master (`MupdatedStartTls` or `MupdatedImplicitTls`) with
+    /// `extra_toml` (e.g. more `[[users]]`) appended to its config.
+    pub fn start_tls(ws: &Workspace, kind: MasterKind, extra_toml: &str) -> Master {
+        let mode = kind.tls_mode().expect("a TLS kind");
+        let port = free_port();
+        let (dir, config) = write_mupdated_config(ws, port);
+        let pki = Pki::new(&dir.join("pki"));
+        let mut text = std::fs::read_to_string(&config).expect("read mupdated config");
+        if mode == TlsMode::Implicit {
+            // The clear listener moves to another port; `port` is TLS only.
+            let clear = free_port();
+            text = text.replace(
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+                &format!("listen = [\"127.0.0.1:{clear}\"]"),
+            );
+        }
+        text.push_str(&tls_section(&pki, (mode == TlsMode::Implicit).then_some(port)));
+        text.push_str(extra_toml);
+        std::fs::write(&config, text).expect("write mupdated config");
+        let addr = MasterAddr {
+            tls: Some(Tls {
+                mode,
+                ca: pki.ca.cert.clone(),
+                server_name: "mupdated.test".into(),
+                client_cert: None,
+            }),
+            ..MasterAddr::loopback(port)
+        };
+        let running = start_mupdated_at(&dir, &config, &addr, 0);
+        Master {
+            kind,
+            addr: addr.clone(),
+            user: MUPDATE_USER.into(),
+            password: PASSWORD.into(),
+            pki: Some(pki),
+            process: Process::Mupdated(Box::new(Mupdated {
+                running,
+                dir,
+                config,
+                addr,
+                starts: 1,
+            })),
         }
     }
 
@@ -161,6 +232,15 @@ impl Master {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// The log of the first start of a mupdated the test started itself
+    /// (or mupdated under a Cyrus master).
+    pub fn log_path(&self) -> Option<PathBuf> {
+        match &self.process {
+            Process::Mupdated(m) => Some(m.dir.join("mupdated.log")),
+            _ => self.mupdated_log(),
         }
     }
 
@@ -219,7 +299,7 @@ impl Master {
         match &mut self.process {
             Process::Mupdated(m) => {
                 m.running.stop();
-                m.running = start_mupdated(&m.dir, &m.config, m.port, m.starts);
+                m.running = start_mupdated_at(&m.dir, &m.config, &m.addr, m.starts);
                 m.starts += 1;
             }
             Process::Cyrus(i) => {
@@ -258,9 +338,34 @@ pub fn write_mupdated_config(ws: &Workspace, port: u16) -> (PathBuf, PathBuf) {
     (dir, config)
 }
 
+/// The `[tls]` section of a TLS master's config: the murder CA verifies
+/// client certificates (optional for the client), no login before TLS,
+/// and `listen_tls` on `implicit_port` if given.
+pub fn tls_section(pki: &Pki, implicit_port: Option<u16>) -> String {
+    let mut s = format!(
+        "\n[tls]\n\
+         cert = \"{cert}\"\n\
+         key = \"{key}\"\n\
+         client_ca = \"{ca}\"\n\
+         require = true\n",
+        cert = pki.server.cert.display(),
+        key = pki.server.key.display(),
+        ca = pki.ca.cert.display(),
+    );
+    if let Some(port) = implicit_port {
+        s.push_str(&format!("listen_tls = [\"127.0.0.1:{port}\"]\n"));
+    }
+    s
+}
+
 /// Starts `mupdated --config FILE` (output in `mupdated.log`, or
 /// `mupdated.<n>.log` for the n-th restart) and waits until `port` greets.
 pub fn start_mupdated(dir: &Path, config: &Path, port: u16, n: u32) -> Running {
+    start_mupdated_at(dir, config, &MasterAddr::loopback(port), n)
+}
+
+/// [`start_mupdated`], waiting for a greeting at `addr` (over TLS if it says so).
+pub fn start_mupdated_at(dir: &Path, config: &Path, addr: &MasterAddr, n: u32) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mupdated"));
     cmd.arg("--config")
         .arg(config)
@@ -272,7 +377,6 @@ pub fn start_mupdated(dir: &Path, config: &Path, port: u16, n: u32) -> Running {
         dir.join(format!("mupdated.{n}.log"))
     };
     let mut running = Running::spawn("mupdated", cmd, &log);
-    let addr = MasterAddr::loopback(port);
     wait::until(
         &format!("mupdated to greet on {addr}"),
         MUPDATED_START_TIMEOUT,
@@ -283,7 +387,7 @@ pub fn start_mupdated(dir: &Path, config: &Path, port: u16, n: u32) -> Running {
                     running.output()
                 );
             }
-            Mupdate::connect(&addr).map(drop).map_err(|e| e.to_string())
+            Mupdate::connect(addr).map(drop).map_err(|e| e.to_string())
         },
     );
     running

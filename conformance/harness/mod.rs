@@ -13,11 +13,13 @@
 #![allow(dead_code)]
 
 pub mod cyrus;
+pub mod capture;
 pub mod differential;
 pub mod imap;
 pub mod master;
 pub mod mupdate;
 pub mod murder;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod recorder;

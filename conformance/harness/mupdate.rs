@@ -5,22 +5,57 @@
 //! misread it (cyrus-interop.md section 1, item 4).
 
 use std::fmt;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 
 use super::wire::{literal_plus, read_logical_line, tokenize, Token};
 
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Clear(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
 /// Read/write timeout: a master that does not answer within this fails the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// host:port of a MUPDATE master.
+/// host:port of a MUPDATE master, and whether (and how) to speak TLS to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterAddr {
     pub host: String,
     pub port: u16,
+    /// `None`: clear text (the default).
+    pub tls: Option<Tls>,
+}
+
+/// How a client reaches a master over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub mode: TlsMode,
+    /// The CA the master's certificate must chain to (the harness's own
+    /// client checks it; Cyrus checks nothing).
+    pub ca: PathBuf,
+    /// The name the master's certificate must carry.
+    pub server_name: String,
+    /// A client certificate and its key (PEM) to present, if any.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Clear text first, then `S01 STARTTLS` (Cyrus does it when no
+    /// mechanism is offered before TLS).
+    StartTls,
+    /// TLS from the first byte (`mupdate_server: host:port/tls` in Cyrus).
+    Implicit,
 }
 
 impl MasterAddr {
@@ -28,6 +63,28 @@ impl MasterAddr {
         MasterAddr {
             host: "127.0.0.1".into(),
             port,
+            tls: None,
+        }
+    }
+
+    /// The same master at another port (a relay in front of it), same TLS.
+    pub fn with_port(&self, host: &str, port: u16) -> MasterAddr {
+        MasterAddr {
+            host: host.into(),
+            port,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// The value of `mupdate_server` in a Cyrus imapd.conf: `host:port`,
+    /// with `/tls` for implicit TLS (STARTTLS needs nothing there).
+    pub fn cyrus_spec(&self) -> String {
+        match &self.tls {
+            Some(Tls {
+                mode: TlsMode::Implicit,
+                ..
+            }) => format!("{self}/tls"),
+            _ => self.to_string(),
         }
     }
 
@@ -41,6 +98,7 @@ impl MasterAddr {
         Ok(MasterAddr {
             host: host.to_string(),
             port,
+            tls: None,
         })
     }
 }
@@ -123,16 +181,110 @@ impl From<io::Error> for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The mechanisms of a greeting's `* AUTH` line (quoted or not).
+pub fn mechanisms(greeting: &[String]) -> Vec<String> {
+    greeting
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("* ")?;
+            let (word, args) = rest.split_once(' ').unwrap_or((rest, ""));
+            word.eq_ignore_ascii_case("AUTH").then_some(args)
+        })
+        .flat_map(|args| args.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')))
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The connection under the protocol: clear or TLS.
+enum Stream {
+    Clear(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Clear(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Clear(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Clear(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Shakes hands over `tcp` as a TLS client checking the master's
+/// certificate against `tls.ca` and `tls.server_name`.
+fn handshake(tcp: TcpStream, tls: &Tls) -> Result<Stream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&tls.ca)
+        .map_err(|e| Error::Protocol(format!("CA {}: {e}", tls.ca.display())))?
+    {
+        let cert = cert.map_err(|e| Error::Protocol(format!("CA {}: {e}", tls.ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Protocol(format!("CA {}: {e}", tls.ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Protocol(format!("TLS config: {e}")))?
+        .with_root_certificates(roots);
+    let config = match &tls.client_cert {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::PrivateKeyDer;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect())
+                .map_err(|e| Error::Protocol(format!("client certificate {}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| Error::Protocol(format!("client key {}: {e}", key.display())))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Protocol(format!("client certificate {}: {e}", cert.display())))?
+        }
+    };
+    let name = ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| Error::Protocol(format!("server name {:?}: {e}", tls.server_name)))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| Error::Protocol(format!("TLS: {e}")))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(Stream::Tls(Box::new(s)))
+}
+
 pub struct Mupdate {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    conn: BufReader<Stream>,
     next_tag: u32,
-    /// Greeting lines, the final `* OK ...` included.
+    /// Greeting lines, the final `* OK ...` included (after STARTTLS: the
+    /// greeting inside TLS).
     pub greeting: Vec<String>,
+    /// The greeting before STARTTLS, when there was one.
+    pub clear_greeting: Vec<String>,
 }
 
 impl Mupdate {
     /// Connects and reads the greeting: capability lines up to `* OK`.
+    /// With `addr.tls`, shakes hands first (implicit) or sends STARTTLS
+    /// after the clear-text greeting and reads the greeting again.
     pub fn connect(addr: &MasterAddr) -> Result<Mupdate> {
         let sock = (addr.host.as_str(), addr.port)
             .to_socket_addrs()?
@@ -142,14 +294,56 @@ impl Mupdate {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let _ = stream.set_nodelay(true);
+        let stream = match &addr.tls {
+            Some(tls) if tls.mode == TlsMode::Implicit => handshake(stream, tls)?,
+            _ => Stream::Clear(stream),
+        };
         let mut client = Mupdate {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
+            conn: BufReader::new(stream),
             next_tag: 0,
             greeting: Vec::new(),
+            clear_greeting: Vec::new(),
         };
+        client.read_greeting()?;
+        if let Some(tls) = addr.tls.as_ref().filter(|t| t.mode == TlsMode::StartTls) {
+            client.starttls(tls)?;
+        }
+        Ok(client)
+    }
+
+    /// `S01 STARTTLS` as Cyrus sends it: one line back that must start
+    /// with `S01 OK`, nothing after it before the handshake, then the
+    /// greeting again inside TLS.
+    fn starttls(&mut self, tls: &Tls) -> Result<()> {
+        if !self.greeting.iter().any(|l| l.eq_ignore_ascii_case("* STARTTLS")) {
+            return Err(Error::Protocol(format!("no * STARTTLS in the greeting {:?}", self.greeting)));
+        }
+        self.send(b"S01 STARTTLS\r\n")?;
+        let line = read_logical_line(&mut self.conn)?;
+        let text = String::from_utf8_lossy(&line).into_owned();
+        if !text.starts_with("S01 OK") {
+            return Err(Error::Protocol(format!("STARTTLS answered {text:?}")));
+        }
+        if !self.conn.buffer().is_empty() {
+            return Err(Error::Protocol(format!(
+                "bytes after the STARTTLS OK before the handshake: {:?}",
+                String::from_utf8_lossy(self.conn.buffer())
+            )));
+        }
+        let placeholder = BufReader::new(Stream::Clear(self.conn.get_ref().tcp().try_clone()?));
+        let tcp = match std::mem::replace(&mut self.conn, placeholder).into_inner() {
+            Stream::Clear(t) => t,
+            Stream::Tls(_) => return Err(Error::Protocol("STARTTLS inside TLS".into())),
+        };
+        self.conn = BufReader::new(handshake(tcp, tls)?);
+        self.clear_greeting = std::mem::take(&mut self.greeting);
+        self.read_greeting()
+    }
+
+    fn read_greeting(&mut self) -> Result<()> {
+        let client = self;
         loop {
-            let line = read_logical_line(&mut client.reader)?;
+            let line = read_logical_line(&mut client.conn)?;
             let text = String::from_utf8_lossy(&line).into_owned();
             let done = text.len() >= 4 && text[..4].eq_ignore_ascii_case("* OK");
             if !text.starts_with("* ") {
@@ -159,7 +353,7 @@ impl Mupdate {
             }
             client.greeting.push(text);
             if done {
-                return Ok(client);
+                return Ok(());
             }
             if client.greeting.len() > 64 {
                 return Err(Error::Protocol("greeting has no * OK line".into()));
@@ -181,6 +375,24 @@ impl Mupdate {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}\0{user}\0{password}"));
         self.send(format!("A01 AUTHENTICATE \"PLAIN\" {}\r\n", literal_plus(&blob)).as_bytes())?;
         self.complete("A01").map(|_| ())
+    }
+
+    /// SASL EXTERNAL with `authzid` (may be empty) as the initial response,
+    /// the way Cyrus sends it: `A01 AUTHENTICATE "EXTERNAL" {n+}`.
+    pub fn authenticate_external(&mut self, authzid: &str) -> Result<()> {
+        let blob = if authzid.is_empty() {
+            "=".to_string()
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(authzid)
+        };
+        self.send(format!("A01 AUTHENTICATE \"EXTERNAL\" {}\r\n", literal_plus(&blob)).as_bytes())?;
+        self.complete("A01").map(|_| ())
+    }
+
+    /// The mechanisms of the greeting's `* AUTH` line (after STARTTLS: the
+    /// one inside TLS); empty when the line is empty or missing.
+    pub fn mechanisms(&self) -> Vec<String> {
+        mechanisms(&self.greeting)
     }
 
     /// `FIND name`: the entry, or `None` when the master does not know it.
@@ -273,15 +485,27 @@ impl Mupdate {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer.write_all(bytes)?;
-        self.writer.flush()?;
+        let w = self.conn.get_mut();
+        w.write_all(bytes)?;
+        w.flush()?;
         Ok(())
+    }
+
+    /// The TLS version and cipher suite of this session, if it is in TLS.
+    pub fn tls_session(&self) -> Option<(String, String)> {
+        match self.conn.get_ref() {
+            Stream::Clear(_) => None,
+            Stream::Tls(s) => Some((
+                format!("{:?}", s.conn.protocol_version()?),
+                format!("{:?}", s.conn.negotiated_cipher_suite()?.suite()),
+            )),
+        }
     }
 
     fn complete(&mut self, tag: &str) -> Result<(Vec<Reply>, Completion)> {
         let mut replies = Vec::new();
         loop {
-            let line = read_logical_line(&mut self.reader)?;
+            let line = read_logical_line(&mut self.conn)?;
             let shown = String::from_utf8_lossy(&line).into_owned();
             let tokens =
                 tokenize(&line).map_err(|e| Error::Protocol(format!("{e} in {shown:?}")))?;

@@ -181,8 +181,14 @@ impl Murder {
 
 impl Drop for Murder {
     /// On a shared master, remove every entry located on this murder's
-    /// backends (their servernames carry ports unique to this run).
+    /// backends (their servernames carry ports unique to this run). A
+    /// recording murder first copies its master's log next to its recordings.
     fn drop(&mut self) {
+        // A recorded murder keeps its master's log beside the recordings
+        // (the workspace, where it is written, goes away with the murder).
+        if let (Some(r), Some(log)) = (&self.recorder, self.master.log_path()) {
+            let _ = std::fs::copy(&log, r.dir.join("mupdated.log"));
+        }
         if !self.master.kind.is_shared() {
             return;
         }

@@ -2,7 +2,10 @@
 //! every connection is relayed byte for byte and written to
 //! `<dir>/conn-NNNN.txt` in the `# mupdate-record v1` transcript format
 //! (`shared/research/captures/mupdate/`), with the client's pid and
-//! command line found through /proc.
+//! command line found through /proc. The bytes of each direction are also
+//! kept as they crossed the wire, in `conn-NNNN.c.raw` (client to master)
+//! and `conn-NNNN.s.raw` (master to client), for checks that need the
+//! exact bytes (the TLS capture proof, harness/capture.rs).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -39,6 +42,8 @@ impl Recorder {
             .expect("nonblocking listener");
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        // Clients reach the master through the proxy the same way (TLS or not).
+        let addr = upstream.with_port("127.0.0.1", port);
         let upstream = upstream.clone();
         let out = dir.to_path_buf();
         let (stop2, conns2) = (stop.clone(), conns.clone());
@@ -61,7 +66,7 @@ impl Recorder {
             }
         });
         Recorder {
-            addr: MasterAddr::loopback(port),
+            addr,
             dir: dir.to_path_buf(),
             stop,
             accept: Some(accept),
@@ -143,13 +148,19 @@ fn relay(
             return;
         }
     };
+    // The address the master sees this connection come from (in its log).
+    if let Ok(local) = server.local_addr() {
+        let _ = writeln!(file, "# upstream-from {local}");
+    }
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let t = Arc::new(Mutex::new(Transcript { file, start }));
+    let raw = |side: char| File::create(path.with_extension(format!("{}.raw", side.to_ascii_lowercase()))).ok();
     let closed_by: Arc<Mutex<Option<&'static str>>> = Arc::default();
     let pump = |mut from: TcpStream, mut to: TcpStream, side: char, who: &'static str| {
         let t = t.clone();
         let closed_by = closed_by.clone();
+        let mut raw = raw(side);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = 0usize;
@@ -158,6 +169,9 @@ fn relay(
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         total += n;
+                        if let Some(f) = &mut raw {
+                            let _ = f.write_all(&buf[..n]);
+                        }
                         t.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .write(side, &buf[..n]);

@@ -848,7 +848,14 @@ async fn run(args: Args) -> ExitCode {
         }
         Cmd::Record { listen, upstream, out } => record(*listen, upstream, out).await,
         Cmd::Bench(bench) => {
-            let bench = mupdated::tools::bench::BenchArgs { json: args.json, timeout: args.timeout, ..(**bench).clone() };
+            let bench = mupdated::tools::bench::BenchArgs {
+                json: args.json,
+                timeout: args.timeout,
+                tls: args.tls,
+                starttls: args.starttls,
+                tls_options: TlsOptions { ca: args.ca.clone(), cert: args.cert.clone(), key: args.key.clone() },
+                ..(**bench).clone()
+            };
             mupdated::tools::bench::run(&args.server, &args.user, &args.password, &bench).await
         }
         Cmd::HashPassword { scram, scram_sha1, iterations } => {

@@ -7,6 +7,9 @@
 //! - **find**: `FIND` of random loaded names, several connections.
 //! - **list**: full `LIST`, and `LIST "be07!"` (one server's share).
 //! - **update**: `UPDATE` dump until `OK "streaming starts"`.
+//! - **connect**: new connections one after another, each to its greeting
+//!   (with `--tls`/`--starttls`: the TLS handshake included), then closed:
+//!   what a connection costs before any login.
 //! - **churn**: backend transactions as Cyrus backends make them (new
 //!   connection, AUTHENTICATE PLAIN, RESERVE, ACTIVATE, LOGOUT without
 //!   waiting), at several concurrency levels.
@@ -14,6 +17,10 @@
 //!   and with a NOOP barrier (what a Cyrus frontend slave sends).
 //! - **stalled**: churn throughput without, then with UPDATE subscribers that
 //!   read nothing (`--stalled-subscribers`, default one).
+//!
+//! Over TLS (`mupdatectl --tls bench` or `--starttls`, with `--ca` to
+//! verify the server; the flags are mupdatectl's global ones) every connection of every phase speaks TLS, so the
+//! handshake is in each churn transaction and each connect sample.
 //!
 //! With `--server-pid` (server on this machine) each phase also reports the
 //! server's CPU seconds, and the run its peak RSS; with `--data-dir` the
@@ -33,7 +40,8 @@ use bytes::BytesMut;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::tools::client::{plain_base64, Client, ClientError};
+use crate::tools::client::{plain_base64, Client, ClientError, Greeting};
+use crate::tools::tls_client;
 use crate::protocol::{encode, parse, Command, Decoded, Entry, Framer, Limits, Response, Status};
 
 /// A bench phase.
@@ -57,6 +65,9 @@ pub enum Phase {
     Stalled,
     /// The rights index (mupdated's `XRIGHTS`): skipped on servers without it.
     Rights,
+    /// New connections one after another, to their greeting (TLS handshake
+    /// included when the bench speaks TLS).
+    Connect,
 }
 
 impl Phase {
@@ -70,17 +81,19 @@ impl Phase {
             Phase::Propagation => "propagation",
             Phase::Stalled => "stalled",
             Phase::Rights => "rights",
+            Phase::Connect => "connect",
         }
     }
 }
 
 /// Order the phases run in, whatever order `--phases` names them.
-const RUN_ORDER: [Phase; 8] = [
+const RUN_ORDER: [Phase; 9] = [
     Phase::Load,
     Phase::Find,
     Phase::List,
     Phase::Update,
     Phase::Rights,
+    Phase::Connect,
     Phase::Churn,
     Phase::Propagation,
     Phase::Stalled,
@@ -89,8 +102,14 @@ const RUN_ORDER: [Phase; 8] = [
 /// Options of `mupdatectl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Phases to run (they run in the order load, find, list, update, rights, churn, propagation, stalled).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,load,find,list,update,rights,propagation,stalled")]
+    /// Phases to run (they run in the order load, find, list, update, rights, connect, churn, propagation,
+    /// stalled).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "churn,load,find,list,update,rights,connect,propagation,stalled"
+    )]
     pub phases: Vec<Phase>,
     /// Mailboxes to load (and to pick FIND names from).
     #[arg(long, default_value_t = 10_000)]
@@ -119,6 +138,9 @@ pub struct BenchArgs {
     /// Seconds of FIND.
     #[arg(long, default_value_t = 5.0)]
     pub find_seconds: f64,
+    /// Seconds of the connect phase (connections one after another).
+    #[arg(long, default_value_t = 3.0)]
+    pub connect_seconds: f64,
     /// Server name whose share `LIST "<server>!"` measures (default: be07, or the last one).
     #[arg(long)]
     pub list_server: Option<String>,
@@ -146,6 +168,17 @@ pub struct BenchArgs {
     /// UPDATE subscribers that stop reading during the stalled phase's second churn run.
     #[arg(long, default_value_t = 1)]
     pub stalled_subscribers: usize,
+    /// Every connection over implicit TLS (set from mupdatectl's global `--tls`).
+    #[arg(skip)]
+    pub tls: bool,
+    /// Every connection upgraded with STARTTLS (mupdatectl's global `--starttls`).
+    #[arg(skip)]
+    pub starttls: bool,
+    /// What the TLS connections check and present (mupdatectl's global
+    /// `--ca`, `--cert`, `--key`): without a CA the server is not verified
+    /// (encrypted, not authenticated), as Cyrus's client does.
+    #[arg(skip)]
+    pub tls_options: tls_client::Options,
     /// PID of the server process (same machine): report its CPU seconds per phase and peak RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -176,6 +209,7 @@ impl Default for BenchArgs {
             churn_seconds: 5.0,
             find_concurrency: 8,
             find_seconds: 5.0,
+            connect_seconds: 3.0,
             list_server: None,
             propagation_samples: 200,
             propagation_seconds: 12.0,
@@ -187,6 +221,9 @@ impl Default for BenchArgs {
             server_pid: None,
             data_dir: None,
             seed: 1,
+            tls: false,
+            starttls: false,
+            tls_options: tls_client::Options::default(),
             json: false,
             timeout: 30,
         }
@@ -301,6 +338,20 @@ pub struct FindReport {
     pub latency: Latency,
 }
 
+/// The connect phase's figures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ConnectReport {
+    /// Connections made, each to its greeting.
+    pub connections: u64,
+    /// Wall-clock seconds the phase ran.
+    pub seconds: f64,
+    /// `connections` / `seconds`.
+    pub per_s: f64,
+    /// One connection: TCP connect, TLS handshake if any, greeting.
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
 /// The list phase's figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ListReport {
@@ -408,6 +459,8 @@ pub struct DiskReport {
 pub struct BenchReport {
     /// Who answered.
     pub server: ServerInfo,
+    /// How every connection spoke: `clear`, `tls` (implicit) or `starttls`.
+    pub transport: String,
     /// The phases selected, in the order they ran.
     pub phases: Vec<Phase>,
     /// Mailboxes in the generated set (`--mailboxes`).
@@ -435,6 +488,9 @@ pub struct BenchReport {
     /// Stalled-subscriber figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<StalledReport>,
+    /// Connect figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectReport>,
     /// Rights-index figures; also `None` on a server without `XRIGHTS`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rights: Option<RightsReport>,
@@ -597,10 +653,100 @@ impl Drop for Progress {
     }
 }
 
+// ---------------------------------------------------------------- connections
+
+/// A bench connection: TCP, or TLS over TCP (the TCP socket stays
+/// reachable for the stalled phase's peek).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    fn tcp(&self) -> &tokio::net::TcpStream;
+}
+
+impl Io for tokio::net::TcpStream {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        self
+    }
+}
+
+impl Io for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// The stream every phase's client runs over.
+type Stream = Box<dyn Io>;
+
+/// Opens the bench's connections the way it was asked: clear, implicit
+/// TLS or STARTTLS (one rustls configuration for the whole run).
+#[derive(Clone)]
+struct Dialer {
+    server: String,
+    tls: Option<(tls_client::Mode, Arc<rustls::ClientConfig>)>,
+}
+
+impl Dialer {
+    fn new(server: &str, args: &BenchArgs) -> Result<Dialer, String> {
+        let mode = match (args.tls, args.starttls) {
+            (true, _) => Some(tls_client::Mode::Implicit),
+            (false, true) => Some(tls_client::Mode::Starttls),
+            (false, false) => None,
+        };
+        let tls = match mode {
+            None => None,
+            Some(m) => {
+                Some((m, Arc::new(tls_client::client_config(&args.tls_options).map_err(|e| e.to_string())?)))
+            }
+        };
+        Ok(Dialer { server: server.to_string(), tls })
+    }
+
+    fn transport(&self) -> &'static str {
+        match &self.tls {
+            None => "clear",
+            Some((tls_client::Mode::Implicit, _)) => "tls",
+            Some((tls_client::Mode::Starttls, _)) => "starttls",
+        }
+    }
+
+    /// `tcp` made ready for the (next) greeting: as it is, after the TLS
+    /// handshake, or after the clear greeting, STARTTLS and the handshake.
+    async fn wrap(&self, tcp: tokio::net::TcpStream, timeout: Duration) -> Result<Stream, ClientError> {
+        let Some((mode, config)) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let tcp = match mode {
+            tls_client::Mode::Implicit => tcp,
+            tls_client::Mode::Starttls => {
+                let (mut c, greeting) = Client::over(tcp, timeout).await?;
+                if !greeting.has("STARTTLS") {
+                    return Err(ClientError::Protocol("tls: the server does not offer STARTTLS".into()));
+                }
+                let (_, status, text) = c.run(&Command::Starttls).await?;
+                if status != Status::Ok {
+                    return Err(ClientError::Refused { status, text });
+                }
+                c.into_stream()
+            }
+        };
+        Ok(Box::new(tls_client::handshake(tcp, &self.server, config.clone(), timeout).await?))
+    }
+
+    /// A new connection and its greeting (inside TLS when TLS is used).
+    async fn open(&self, timeout: Duration) -> Result<(Client<Stream>, Greeting), ClientError> {
+        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&self.server))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let _ = tcp.set_nodelay(true);
+        let stream = self.wrap(tcp, timeout).await?;
+        Client::over(stream, timeout).await
+    }
+}
+
 // ---------------------------------------------------------------- phases
 
 struct Ctx<'a> {
     server: &'a str,
+    dialer: Dialer,
     user: &'a str,
     password: &'a str,
     args: &'a BenchArgs,
@@ -609,8 +755,8 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn login(&self) -> Result<Client, ClientError> {
-        let (mut c, _) = Client::connect(self.server, self.timeout).await?;
+    async fn login(&self) -> Result<Client<Stream>, ClientError> {
+        let (mut c, _) = self.dialer.open(self.timeout).await?;
         c.authenticate(self.user, self.password).await?;
         Ok(c)
     }
@@ -641,7 +787,7 @@ const RIGHTS_QUERIES: usize = 500;
 /// `XRIGHTS` for it, then remove them. `None` on servers without the
 /// admin extensions (Cyrus): there is nothing to measure.
 async fn rights(ctx: &Ctx<'_>) -> Result<Option<RightsReport>, String> {
-    let (mut c, greeting) = Client::connect(ctx.server, ctx.timeout).await.map_err(|e| err("rights", e))?;
+    let (mut c, greeting) = ctx.dialer.open(ctx.timeout).await.map_err(|e| err("rights", e))?;
     if !greeting.has("X-MUPDATED-ADMIN") {
         eprintln!("bench: rights: the server has no rights index (no X-MUPDATED-ADMIN); skipped");
         return Ok(None);
@@ -700,7 +846,7 @@ async fn load(ctx: &Ctx<'_>, names: &Arc<Vec<(String, String)>>) -> Result<LoadR
         // A server may serve pipelined connections unfairly (Cyrus's worker
         // threads do): one connection can wait long for its next OK while
         // the others progress. Only a much longer silence is a failure.
-        let (mut c, _) = Client::connect(ctx.server, ctx.timeout * 10).await.map_err(|e| err("load", e))?;
+        let (mut c, _) = ctx.dialer.open(ctx.timeout * 10).await.map_err(|e| err("load", e))?;
         c.authenticate(ctx.user, ctx.password).await.map_err(|e| err("load", e))?;
         let names = names.clone();
         let done = done.clone();
@@ -836,7 +982,7 @@ async fn list(ctx: &Ctx<'_>) -> Result<ListReport, String> {
 
 /// Send UPDATE and read the dump until its tagged OK. Returns the client
 /// (now streaming), the entry count and the time.
-async fn start_stream(ctx: &Ctx<'_>) -> Result<(Client, usize, Duration), ClientError> {
+async fn start_stream(ctx: &Ctx<'_>) -> Result<(Client<Stream>, usize, Duration), ClientError> {
     let mut c = ctx.login().await?;
     let t0 = Instant::now();
     let (entries, status, text) = c.run_counting(&Command::Update { hosts: vec![] }).await?;
@@ -856,7 +1002,7 @@ async fn update(ctx: &Ctx<'_>) -> Result<UpdateReport, String> {
 /// `AUTHENTICATE "PLAIN" {n+}`, RESERVE, ACTIVATE, then LOGOUT sent without
 /// waiting for its answer, and close.
 async fn backend_transaction(ctx: &ChurnCtx, name: &str, loc: &str) -> Result<(), ClientError> {
-    let (mut c, _) = Client::connect(&ctx.server, ctx.timeout).await?;
+    let (mut c, _) = ctx.dialer.open(ctx.timeout).await?;
     let b64 = plain_base64(&ctx.user, &ctx.password);
     let auth = format!("A01 AUTHENTICATE \"PLAIN\" {{{}+}}\r\n{b64}\r\n", b64.len());
     c.send_raw(auth.as_bytes()).await?;
@@ -875,7 +1021,7 @@ async fn backend_transaction(ctx: &ChurnCtx, name: &str, loc: &str) -> Result<()
 }
 
 /// Read to the next completion; it must be OK.
-async fn expect_ok(c: &mut Client) -> Result<(), ClientError> {
+async fn expect_ok(c: &mut Client<Stream>) -> Result<(), ClientError> {
     loop {
         match c.read_response().await? {
             Response::Tagged { status: Status::Ok, .. } => return Ok(()),
@@ -892,7 +1038,7 @@ async fn expect_ok(c: &mut Client) -> Result<(), ClientError> {
 
 #[derive(Clone)]
 struct ChurnCtx {
-    server: String,
+    dialer: Dialer,
     user: String,
     password: String,
     timeout: Duration,
@@ -901,7 +1047,7 @@ struct ChurnCtx {
 /// Churn at one concurrency level for `seconds`, on names `user.<tag>NNN`.
 async fn churn_level(ctx: &Ctx<'_>, concurrency: usize, seconds: f64, tag: &str) -> ChurnLevel {
     let cc = ChurnCtx {
-        server: ctx.server.to_string(),
+        dialer: ctx.dialer.clone(),
         user: ctx.user.to_string(),
         password: ctx.password.to_string(),
         // A transaction that waits this long is a stall worth reporting, not a hang.
@@ -968,7 +1114,7 @@ async fn churn_level(ctx: &Ctx<'_>, concurrency: usize, seconds: f64, tag: &str)
 /// Read stream lines until the MAILBOX line for `name` (and, when
 /// `noop_tag` is given, the NOOP's OK). Returns when each arrived.
 async fn await_mailbox(
-    sub: &mut Client,
+    sub: &mut Client<Stream>,
     name: &[u8],
     noop_tag: Option<&[u8]>,
     wait: Duration,
@@ -1062,9 +1208,37 @@ async fn propagation(ctx: &Ctx<'_>) -> Result<PropagationReport, String> {
     Ok(report)
 }
 
+/// Connections one after another for `--connect-seconds`, each timed from
+/// the TCP connect to the end of its greeting (the TLS handshake included
+/// when the bench speaks TLS), then dropped without a command.
+async fn connect(ctx: &Ctx<'_>) -> Result<ConnectReport, String> {
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(ctx.args.connect_seconds.max(0.0));
+    let mut lat = Vec::new();
+    loop {
+        let t0 = Instant::now();
+        let (c, _) = ctx.dialer.open(ctx.timeout).await.map_err(|e| err("connect", e))?;
+        lat.push(t0.elapsed());
+        drop(c);
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let connections = lat.len() as u64;
+    let report = ConnectReport {
+        connections,
+        seconds,
+        per_s: connections as f64 / seconds.max(1e-9),
+        latency: Latency::of(&mut lat),
+    };
+    eprintln!("  connect: {:.0}/s, p50 {:.2} ms", report.per_s, report.latency.p50_ms);
+    Ok(report)
+}
+
 /// A subscriber that logs in, sends UPDATE and never reads again. Its
 /// receive buffer is small so that the server's sends to it back up soon.
-async fn stalled_subscriber(ctx: &Ctx<'_>) -> Result<tokio::net::TcpStream, String> {
+async fn stalled_subscriber(ctx: &Ctx<'_>) -> Result<Stream, String> {
     let addr = tokio::net::lookup_host(ctx.server)
         .await
         .map_err(|e| err("stalled", e))?
@@ -1073,10 +1247,11 @@ async fn stalled_subscriber(ctx: &Ctx<'_>) -> Result<tokio::net::TcpStream, Stri
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
         .map_err(|e| err("stalled", e))?;
     let _ = socket.set_recv_buffer_size(4096);
-    let mut stream = tokio::time::timeout(ctx.timeout, socket.connect(addr))
+    let tcp = tokio::time::timeout(ctx.timeout, socket.connect(addr))
         .await
         .map_err(|_| err("stalled", "connect timed out"))?
         .map_err(|e| err("stalled", e))?;
+    let mut stream = ctx.dialer.wrap(tcp, ctx.timeout).await.map_err(|e| err("stalled", e))?;
     let mut framer =
         Framer::new(Limits { max_line: 1 << 20, max_literal: 64 << 20, max_message: 64 << 20 });
     let mut input = BytesMut::with_capacity(4096);
@@ -1147,7 +1322,7 @@ async fn stalled(ctx: &Ctx<'_>) -> Result<StalledReport, String> {
     let mut open = 0;
     for stream in &streams {
         let mut probe = [0u8; 1];
-        open += match tokio::time::timeout(Duration::from_millis(10), stream.peek(&mut probe)).await {
+        open += match tokio::time::timeout(Duration::from_millis(10), stream.tcp().peek(&mut probe)).await {
             Err(_) => 1,
             Ok(Ok(n)) => usize::from(n > 0),
             Ok(Err(_)) => 0,
@@ -1230,13 +1405,16 @@ async fn clean_fill(ctx: &Ctx<'_>, names: &[String]) -> Result<(), String> {
 pub async fn run_report(server: &str, user: &str, password: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     let total = Instant::now();
     let timeout = Duration::from_secs(args.timeout.max(1));
+    let dialer = Dialer::new(server, args)?;
     let (mut probe, greeting) =
-        Client::connect(server, timeout).await.map_err(|e| format!("cannot connect to {server}: {e}"))?;
+        dialer.open(timeout).await.map_err(|e| format!("cannot connect to {server}: {e}"))?;
     probe.authenticate(user, password).await.map_err(|e| format!("login as {user} refused: {e}"))?;
     probe.logout().await;
 
-    let ctx = Ctx { server, user, password, args, timeout, run: run_id() };
+    let transport = dialer.transport().to_string();
+    let ctx = Ctx { server, dialer, user, password, args, timeout, run: run_id() };
     let mut report = BenchReport {
+        transport,
         server: ServerInfo {
             address: server.to_string(),
             server_name: greeting.server_name,
@@ -1287,6 +1465,7 @@ pub async fn run_report(server: &str, user: &str, password: &str, args: &BenchAr
             Phase::Propagation => propagation(&ctx).await.map(|r| report.propagation = Some(r)),
             Phase::Stalled => stalled(&ctx).await.map(|r| report.stalled = Some(r)),
             Phase::Rights => rights(&ctx).await.map(|r| report.rights = r),
+            Phase::Connect => connect(&ctx).await.map(|r| report.connect = Some(r)),
         };
         eprintln!("bench: {} done in {:.1} s", phase.name(), t0.elapsed().as_secs_f64());
         if let Err(e) = outcome {
