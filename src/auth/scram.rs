@@ -310,17 +310,23 @@ pub fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, ScramError> {
         Some(a) => unescape_saslname(a.strip_prefix("n=").ok_or(ScramError::Malformed("n= expected"))?)?,
         None => return Err(ScramError::Malformed("n= expected")),
     };
+    let nonce = nonce_then_extensions(&mut attrs)?;
+    Ok(ClientFirst { flag, authzid, user, nonce: nonce.to_string(), gs2_header, bare: bare.to_string() })
+}
+
+/// The `r=nonce` attribute, then optional extensions (`x=value`, ignored),
+/// as both client messages end.
+fn nonce_then_extensions<'a>(attrs: &mut std::str::Split<'a, char>) -> Result<&'a str, ScramError> {
     let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Malformed("r= expected"))?;
     if !valid_nonce(nonce) {
         return Err(ScramError::Malformed("bad nonce"));
     }
-    // Optional extensions after the nonce: `x=value`, ignored.
     for a in attrs {
         if a.len() < 2 || a.as_bytes()[1] != b'=' || !a.as_bytes()[0].is_ascii_alphabetic() {
             return Err(ScramError::Malformed("bad extension"));
         }
     }
-    Ok(ClientFirst { flag, authzid, user, nonce: nonce.to_string(), gs2_header, bare: bare.to_string() })
+    Ok(nonce)
 }
 
 /// Parse a client-final message.
@@ -331,15 +337,7 @@ pub fn parse_client_final(msg: &[u8]) -> Result<ClientFinal, ScramError> {
     let mut attrs = without_proof.split(',');
     let cb = attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(ScramError::Malformed("c= expected"))?;
     let channel_binding = STANDARD.decode(cb).map_err(|_| ScramError::Malformed("c= is not base64"))?;
-    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Malformed("r= expected"))?;
-    if !valid_nonce(nonce) {
-        return Err(ScramError::Malformed("bad nonce"));
-    }
-    for a in attrs {
-        if a.len() < 2 || a.as_bytes()[1] != b'=' || !a.as_bytes()[0].is_ascii_alphabetic() {
-            return Err(ScramError::Malformed("bad extension"));
-        }
-    }
+    let nonce = nonce_then_extensions(&mut attrs)?;
     Ok(ClientFinal { channel_binding, nonce: nonce.to_string(), proof, without_proof: without_proof.to_string() })
 }
 
