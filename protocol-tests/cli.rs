@@ -114,19 +114,25 @@ async fn failover_conflicts_and_records_through_mupdatectl() {
     server.stop().await;
 }
 
-#[test]
-fn hash_password_makes_a_usable_phc_string() {
+/// Run `mupdatectl ARGS` with `stdin` on its standard input: what it
+/// printed, once it succeeded.
+fn hash_password(args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
     let mut child = Process::new(env!("CARGO_BIN_EXE_mupdatectl"))
-        .arg("hash-password")
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn hash_password_makes_a_usable_phc_string() {
+    let hash = hash_password(&["hash-password"], b"s3cret\n").trim().to_string();
     assert!(hash.starts_with("$argon2"), "{hash}");
     let users = vec![mupdated::config::User {
         name: "u".into(),
@@ -148,17 +154,7 @@ fn hash_password_makes_a_usable_phc_string() {
 /// and PLAIN still works through the argon2 line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_password_scram_lines_paste_into_a_working_entry() {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_mupdatectl"))
-        .args(["hash-password", "--scram", "--iterations", "8192"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines = String::from_utf8(out.stdout).unwrap();
+    let lines = hash_password(&["hash-password", "--scram", "--iterations", "8192"], b"s3cret\n");
     assert!(lines.starts_with("scram_sha256 = \"") && lines.contains(",8192,"), "{lines}");
     assert!(lines.contains("\npassword_hash = \"$argon2"), "{lines}");
     let config = format!("[[users]]\nname = \"pasted\"\nrole = \"reader\"\n{lines}");
