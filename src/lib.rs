@@ -24,8 +24,10 @@
 //!
 //! Apart from the server:
 //! - [`tools`]: the client library and what is built on it (transcripts,
-//!   replay, recording, pcap reading, the benchmark); it imports only
-//!   [`protocol`], and the daemon never imports it.
+//!   replay, recording, pcap reading, TLS client, the benchmark); it
+//!   imports only [`protocol`] and the pure SCRAM exchange of
+//!   `auth::scram` (the client's side of it), and the daemon never
+//!   imports it.
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 //!
 //! docs/architecture.md describes the data flow of one write and how to
