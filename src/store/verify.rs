@@ -637,11 +637,16 @@ pub(crate) const OFFLINE_BATCH: usize = 500;
 /// The index entries, summaries and seal of a directory, built one name at
 /// a time: what [`rebuild`] writes after its scan, and what an import
 /// writes beside each value as it goes (one pass, no second scan).
-#[derive(Default)]
 pub(crate) struct Indexer {
-    sums: Option<Vec<Summary>>,
+    sums: Vec<Summary>,
     /// Index keys added so far.
     pub(crate) index_entries: usize,
+}
+
+impl Default for Indexer {
+    fn default() -> Indexer {
+        Indexer { sums: vec![Summary::default(); STRIPES], index_entries: 0 }
+    }
 }
 
 impl Indexer {
@@ -650,7 +655,7 @@ impl Indexer {
     /// Returns the number of keys added.
     pub(crate) fn add(&mut self, nkey: &[u8], value: &[u8], m: &Mailbox, batch: &mut Batch) -> usize {
         let part = &nkey[1..];
-        self.sums.get_or_insert_with(|| vec![Summary::default(); STRIPES])[stripe_of(part)].add(nkey, value);
+        self.sums[stripe_of(part)].add(nkey, value);
         let e = index_entries(part, m);
         let mut n = 0;
         for (k, v) in e.servers.iter().chain(&e.rights) {
@@ -669,13 +674,12 @@ impl Indexer {
     /// summaries, everything made durable, then the seal.
     pub(crate) fn finish(self, db: &dyn Engine, dir: &Path) -> Result<(), String> {
         let se = |e: EngineError| format!("the database failed: {e}");
-        let sums = self.sums.unwrap_or_else(|| vec![Summary::default(); STRIPES]);
         // What was just built is the current rights layout: no migration at open.
         let mut batch = Batch::default();
         batch.insert(key::rights_layout_key(), key::RIGHTS_LAYOUT);
         db.apply_unnumbered(batch).map_err(se)?;
-        write_summaries(db, &sums).map_err(se)?;
+        write_summaries(db, &self.sums).map_err(se)?;
         db.sync_now().map_err(se)?;
-        write_seal(dir, total(&sums)).map_err(|e| format!("cannot write the seal: {e}"))
+        write_seal(dir, total(&self.sums)).map_err(|e| format!("cannot write the seal: {e}"))
     }
 }
