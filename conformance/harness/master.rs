@@ -83,23 +83,26 @@ pub struct Master {
 }
 
 impl Master {
+    /// A Cyrus `master` on `port` running `role` (Cyrus's own mupdate, or
+    /// mupdated from a SERVICES entry), once it greets.
+    fn under_cyrus_master(ws: &Workspace, kind: MasterKind, role: Role, port: u16) -> Master {
+        let mut inst = Instance::spawn(ws, &format!("m{port}"), role, port);
+        inst.wait_ready();
+        Master {
+            kind,
+            addr: MasterAddr::loopback(port),
+            user: MUPDATE_USER.into(),
+            password: PASSWORD.into(),
+            pki: None,
+            process: Process::Cyrus(Box::new(inst)),
+        }
+    }
+
     /// Starts (or, for `External`, checks) a master of `kind` and waits
     /// until it greets.
     pub fn start(ws: &Workspace, kind: MasterKind) -> Master {
         match kind {
-            MasterKind::Cyrus => {
-                let port = free_port();
-                let mut inst = Instance::spawn(ws, &format!("m{port}"), Role::MupdateMaster, port);
-                inst.wait_ready();
-                Master {
-                    kind,
-                    addr: MasterAddr::loopback(port),
-                    user: MUPDATE_USER.into(),
-                    password: PASSWORD.into(),
-                    pki: None,
-                    process: Process::Cyrus(Box::new(inst)),
-                }
-            }
+            MasterKind::Cyrus => Master::under_cyrus_master(ws, kind, Role::MupdateMaster, free_port()),
             MasterKind::Mupdated => {
                 let port = free_port();
                 let (dir, config) = write_mupdated_config(ws, port);
@@ -134,16 +137,7 @@ impl Master {
                 ws.give_to_cyrus(&dir.join("data"));
                 let any_address = kind == MasterKind::MupdatedUnderCyrusMasterAnyAddress;
                 let role = Role::MupdatedService { config, any_address };
-                let mut inst = Instance::spawn(ws, &format!("m{port}"), role, port);
-                inst.wait_ready();
-                Master {
-                    kind,
-                    addr: MasterAddr::loopback(port),
-                    user: MUPDATE_USER.into(),
-                    password: PASSWORD.into(),
-                    pki: None,
-                    process: Process::Cyrus(Box::new(inst)),
-                }
+                Master::under_cyrus_master(ws, kind, role, port)
             }
             MasterKind::External => {
                 let spec = std::env::var("MUPDATE_MASTER").unwrap_or_else(|_| {
