@@ -261,6 +261,13 @@ fn assert_verify_clean(data: &Path, what: &str) {
 /// found by the read of every value that follows the open, not only when
 /// someone asks for that name: writes to other names are refused within
 /// seconds, and the log says so.
+
+/// The directory's sled database opened directly, to damage it behind the
+/// server's back (the server is stopped).
+fn open_behind_the_server(data: &Path) -> sled::Db {
+    sled::Config::new().path(data).use_compression(true).open().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_open_finds_a_damaged_value_in_the_background() {
     let root = tempfile::tempdir().unwrap();
@@ -268,7 +275,7 @@ async fn a_quick_open_finds_a_damaged_value_in_the_background() {
     let data = root.path().join("garbage-unread");
     copy_dir(&base, &data);
     {
-        let db = sled::Config::new().path(&data).use_compression(true).open().unwrap();
+        let db = open_behind_the_server(&data);
         db.insert(name_key("user.m321"), &b"\x01\x00\x07garbage"[..]).unwrap();
         db.flush().unwrap();
     }
@@ -354,11 +361,7 @@ async fn damaged_directories_are_refused_and_reported() {
         let data = root.path().join("garbage");
         copy_dir(&base, &data);
         {
-            let db = sled::Config::new()
-                .path(&data)
-                .use_compression(true)
-                .open()
-                .unwrap();
+            let db = open_behind_the_server(&data);
             assert!(db.get(name_key("user.m7")).unwrap().is_some());
             db.insert(name_key("user.m7"), &b"\x01\x00\x07garbage"[..])
                 .unwrap();
@@ -393,11 +396,7 @@ async fn damaged_directories_are_refused_and_reported() {
         let data = root.path().join("index");
         copy_dir(&base, &data);
         {
-            let db = sled::Config::new()
-                .path(&data)
-                .use_compression(true)
-                .open()
-                .unwrap();
+            let db = open_behind_the_server(&data);
             let mut k = b"sbe1\0".to_vec();
             k.extend(b"user\x1Fm11\0");
             assert!(db.remove(&k).unwrap().is_some(), "the index key exists");
