@@ -257,17 +257,16 @@ fn assert_verify_clean(data: &Path, what: &str) {
     assert_eq!(o.status.code(), Some(0), "{what}: verify\n{}", text(&o));
 }
 
-/// After a quick open (the default) a value damaged behind sled's back is
-/// found by the read of every value that follows the open, not only when
-/// someone asks for that name: writes to other names are refused within
-/// seconds, and the log says so.
-
 /// The directory's sled database opened directly, to damage it behind the
 /// server's back (the server is stopped).
 fn open_behind_the_server(data: &Path) -> sled::Db {
     sled::Config::new().path(data).use_compression(true).open().unwrap()
 }
 
+/// After a quick open (the default) a value damaged behind sled's back is
+/// found by the read of every value that follows the open, not only when
+/// someone asks for that name: writes to other names are refused within
+/// seconds, and the log says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_open_finds_a_damaged_value_in_the_background() {
     let root = tempfile::tempdir().unwrap();
