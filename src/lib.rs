@@ -17,7 +17,7 @@
 //! | logins | [`auth`] | users, roles, SASL, password checks | config, store (identities) |
 //! | directory | [`store`] | the facts model and its indexes (`Directory`) over a storage engine trait (`store::engine`: sled, memory) | protocol, replication's hub |
 //! | fan-out | [`replication`] | `hub`: the shared change log that wakes streams | nothing |
-//! | settings | [`config`] | the TOML configuration | store (its types) |
+//! | settings | [`config`] | the TOML configuration | store (its types), `auth::scram` (pure: to check verifiers at load) |
 //! | admission | [`admission`] | connection caps, eviction, per-address backoff | nothing |
 //! | log text | [`logging`] | escaping of peer bytes in the log, throttling | nothing |
 //! | wire | [`protocol`] | pure bytes <-> messages: framer, verb table, parser, encoder, Cyrus's strings | nothing (no tokio, no store) |
