@@ -96,9 +96,9 @@ pub struct Server {
 /// How long running connections get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Accept errors (out of descriptors and the like) are logged once per this.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after an accept error: descriptors free up as connections close.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 impl Server {
     /// Bind every listen address, then open the store.

@@ -69,12 +69,17 @@ pub async fn run(listeners: Vec<Listener>, socket: PathBuf, config: Arc<Config>,
         let (socket, config) = (socket.clone(), config.clone());
         loops.spawn(async move {
             let mut relays = JoinSet::new();
+            // Accept errors as the server's own loop takes them: a pause,
+            // and one line per interval.
+            let mut throttle = crate::logging::Throttle::new(super::ACCEPT_ERROR_LOG_INTERVAL);
             loop {
                 let accepted = match l.accept().await {
                     Ok(a) => a,
                     Err(e) => {
-                        warn!(error = %e, "accept failed; backing off");
-                        tokio::time::sleep(RETRY).await;
+                        if let Some(suppressed) = throttle.hit(std::time::Instant::now()) {
+                            warn!(error = %e, suppressed, "accept failed; backing off");
+                        }
+                        tokio::time::sleep(super::ACCEPT_ERROR_PAUSE).await;
                         continue;
                     }
                 };
