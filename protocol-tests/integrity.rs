@@ -263,6 +263,19 @@ fn open_behind_the_server(data: &Path) -> sled::Db {
     sled::Config::new().path(data).use_compression(true).open().unwrap()
 }
 
+/// Once the database opened by [`open_behind_the_server`] is dropped, wait
+/// until its lock is free: another test of this process may fork (to run
+/// a tool) while it is open, and the child then shares the lock until it
+/// execs. The tools this test runs next must find the directory free.
+fn wait_until_released(data: &Path) {
+    let file = std::fs::File::open(data.join("db")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while file.try_lock().is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}: sled's lock is still held", data.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// After a quick open (the default) a value damaged behind sled's back is
 /// found by the read of every value that follows the open, not only when
 /// someone asks for that name: writes to other names are refused within
@@ -278,6 +291,7 @@ async fn a_quick_open_finds_a_damaged_value_in_the_background() {
         db.insert(name_key("user.m321"), &b"\x01\x00\x07garbage"[..]).unwrap();
         db.flush().unwrap();
     }
+    wait_until_released(&data);
     let (quick, addr) = config(root.path(), &data, "quick");
     let log = data.with_extension("log");
     let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
@@ -366,6 +380,7 @@ async fn damaged_directories_are_refused_and_reported() {
                 .unwrap();
             db.flush().unwrap();
         }
+        wait_until_released(&data);
         assert_verify_damaged(&data, "garbage value", "do not decode");
         let (full, _) = config(root.path(), &data, "full");
         assert_refused(&full, "garbage value, full check at open");
@@ -401,6 +416,7 @@ async fn damaged_directories_are_refused_and_reported() {
             assert!(db.remove(&k).unwrap().is_some(), "the index key exists");
             db.flush().unwrap();
         }
+        wait_until_released(&data);
         assert_verify_damaged(&data, "index key removed", "index by server");
         let (full, addr) = config(root.path(), &data, "full");
         assert_refused(&full, "index key removed, full check at open");

@@ -291,6 +291,7 @@ async fn two_hundred_stalled_subscribers_do_not_halve_writers() {
 
 async fn stalled_subscribers(check_ratio: bool) {
     const STALLED: usize = 200;
+    let _heavy = crate::server::MEMORY_HEAVY.lock().await;
     let server = TestServer::start_with("write_timeout = 120").await;
     let hub = server.shared.hub.clone();
     let (stop, worst) = witness(server.addr().clone());

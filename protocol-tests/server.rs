@@ -13,6 +13,13 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Held by the test that bounds this process's memory growth
+/// (`limits::stalled_subscribers`) and by the tests that take hundreds of
+/// connections at once (`tls::hostile_tls_input_ends_only_its_own_connection`),
+/// so that the one never measures the other: the bound allows for the
+/// ordinary tests running beside it, not for 500 parallel handshakes.
+pub static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const CONFIG: &str = r#"
 listen = ["127.0.0.1:0"]
 server_name = "mupdate.test"

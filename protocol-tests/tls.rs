@@ -265,6 +265,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_and_keeps_the_old_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_tls_input_ends_only_its_own_connection() {
+    let _heavy = crate::server::MEMORY_HEAVY.lock().await;
     let pki = Pki::new();
     let server = start(&pki, "listen_tls = [\"127.0.0.1:0\"]").await;
     let addr = server.addr();
